@@ -1,0 +1,29 @@
+# Two commands: `make demo` and `make test`. Each sets up .venv when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ltlab-installed
+
+.PHONY: venv demo test lab kernel clean-reports
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name ltlab --display-name "ltlab" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+kernel: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name ltlab --display-name "ltlab"
+
+demo: $(STAMP)
+	$(VENV)/bin/ltlab batch experiments/demo.yaml
+
+test: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-reports:
+	rm -rf reports/*/

@@ -1,0 +1,232 @@
+"""RunConfig: one flat, validated record of everything a run depends on.
+
+Precedence (lowest to highest): dataclass defaults < the method recipe's defaults
+(paper hyperparameters, possibly per dataset) < the user's YAML / notebook parameters <
+``key=value`` overrides. Unknown keys and wrong types raise ConfigError naming the key and
+what is allowed; papermill only warns about unknown parameters, ltlab refuses them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message is one line naming the bad value and what is allowed."""
+
+
+DATASETS = ("demo", "cifar10_lt", "cifar100_lt", "folder", "imagenet_lt", "places_lt", "inat18", "list")
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("multistep", "cosine", "constant")
+PROFILES = ("exp", "step")
+AMP = ("auto", "bf16", "off")
+
+
+@dataclass
+class RunConfig:
+    # --- data -------------------------------------------------------------------------
+    dataset: str = "demo"            # demo | cifar10_lt | cifar100_lt | folder | imagenet_lt | places_lt | inat18 | list
+    data_root: str = ""              # folder with torchvision's cifar-*-py or train/<class>/ + test/<class>/
+    imb_factor: float = 100.0        # head count / tail count (>= 1); 1 = balanced
+    imb_profile: str = "exp"         # exp (LDAM-DRW) | step (half the classes at img_max, half at img_max/IF)
+    lt_seed: int = 0                 # numpy RandomState seed of the long-tailed subset (LDAM-DRW protocol)
+    val_per_class: int = 0           # images a class held out of the LT training set for validation (0 = none)
+    # --- model ------------------------------------------------------------------------
+    model: str = "resnet32"          # resnet32 | resnet50 | resnext50_32x4d | resnet152
+    # --- method -----------------------------------------------------------------------
+    method: str = "ce"               # see ltlab.methods.METHODS
+    stage1_run: str = ""             # run directory of the stage-one run (stage-two methods)
+    sampler: str = "instance"        # instance | class_balanced | sqrt | progressive
+    mixup_alpha: float = 0.0         # Beta(alpha, alpha) mixup; 0 = off
+    # --- optimisation -----------------------------------------------------------------
+    epochs: int = 200
+    batch_size: int = 128            # images per step (global)
+    lr: float = 0.1                  # peak learning rate for batch_size
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 2e-4
+    schedule: str = "multistep"      # multistep | cosine | constant, after warm-up
+    warmup_epochs: int = 5           # linear warm-up: lr * e / warmup_epochs for epochs e <= warmup_epochs (e from 1)
+    milestones: list = field(default_factory=lambda: [160, 180])  # multistep: lr *= lr_gamma after each (e > m)
+    lr_gamma: float = 0.01           # LDAM-DRW divides by 100 per step; MiSLAS / BalPoE use 0.1
+    # --- run ----------------------------------------------------------------------------
+    seed: int = 0                    # seeds model init, shuffling, augmentation and mixup
+    device: str = "auto"             # auto (cuda if present, else cpu) | cpu | cuda
+    amp: str = "auto"                # auto: bf16 autocast on cuda, fp32 on cpu | bf16 | off
+    channels_last: bool = True
+    compile: str = "auto"            # auto (on for cuda) | on | off: torch.compile the model
+    eval_every: int = 10             # evaluate on the test split every k epochs (and always at the end)
+    run_dir: str = ""                # default runs/<run_name>
+    run_name: str = ""               # default <dataset>_<method>_if<IF>_s<seed>
+    progress: bool = True            # tqdm bars (quiet when TQDM_DISABLE=1)
+    extra: dict = field(default_factory=dict)  # method-specific knobs, validated by the recipe
+
+    # --------------------------------------------------------------------------------
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        return Path("runs") / (self.run_name or self.default_name())
+
+    def default_name(self) -> str:
+        imb = f"{self.imb_factor:g}"
+        return f"{self.dataset}_{self.method}_if{imb}_s{self.seed}"
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def save(self, path: Path) -> None:
+        from ltlab.io import atomic_write_text
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_TYPES = typing.get_type_hints(RunConfig)
+
+
+def _coerce(key: str, value, typ):
+    """Accept a value of the field's type (ints for floats too); anything else is an error."""
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        list: lambda v: isinstance(v, (list, tuple)),
+        dict: lambda v: isinstance(v, dict),
+    }[typ]
+    if not ok(value):
+        raise ConfigError(f"config key '{key}' = {value!r} ({type(value).__name__}): expected {typ.__name__}")
+    if typ is float:
+        return float(value)
+    if typ is list:
+        return list(value)
+    return value
+
+
+def _check_choice(key, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"config key '{key}' = {value!r}: allowed values are {', '.join(allowed)}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    _check_choice("dataset", cfg.dataset, DATASETS)
+    _check_choice("device", cfg.device, DEVICES)
+    _check_choice("schedule", cfg.schedule, SCHEDULES)
+    _check_choice("imb_profile", cfg.imb_profile, PROFILES)
+    _check_choice("amp", cfg.amp, AMP)
+    _check_choice("compile", cfg.compile, ("auto", "on", "off"))
+    if not cfg.imb_factor >= 1:
+        raise ConfigError(f"config key 'imb_factor' = {cfg.imb_factor!r}: must be >= 1 (100 means head/tail = 100)")
+    for key in ("epochs", "batch_size", "eval_every"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"config key '{key}' = {getattr(cfg, key)!r}: must be a positive integer")
+    for key in ("lr",):
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"config key '{key}' = {getattr(cfg, key)!r}: must be > 0")
+    for key in ("weight_decay", "mixup_alpha", "momentum", "warmup_epochs", "val_per_class"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' = {getattr(cfg, key)!r}: must be >= 0")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in cfg.milestones):
+        raise ConfigError(f"config key 'milestones' = {cfg.milestones!r}: must be a list of positive integers (epochs)")
+    from ltlab.methods import METHODS, SAMPLERS
+    from ltlab.models import MODELS
+    _check_choice("method", cfg.method, tuple(METHODS))
+    _check_choice("model", cfg.model, tuple(MODELS))
+    _check_choice("sampler", cfg.sampler, tuple(SAMPLERS))
+    METHODS[cfg.method].check(cfg)
+    return cfg
+
+
+def _unknown(key: str) -> ConfigError:
+    near = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; allowed keys: {', '.join(FIELDS)}")
+
+
+def from_dict(d: dict | None = None, **overrides) -> RunConfig:
+    """Build a RunConfig: defaults < method recipe defaults < d < overrides."""
+    user = dict(d or {})
+    user.update(overrides)
+    for key in user:
+        if key not in FIELDS:
+            raise _unknown(key)
+    method = user.get("method", FIELDS["method"].default)
+    if not isinstance(method, str):
+        raise ConfigError(f"config key 'method' = {method!r}: expected str")
+    from ltlab.methods import METHODS
+    if method not in METHODS:
+        raise ConfigError(f"config key 'method' = {method!r}: allowed values are {', '.join(METHODS)}")
+    merged = dict(METHODS[method].defaults(user))
+    extra = dict(merged.pop("extra", {}))
+    extra.update(user.pop("extra", None) or {})
+    merged.update(user)
+    merged["extra"] = extra
+    values = {}
+    for key, value in merged.items():
+        if key not in FIELDS:
+            raise _unknown(key)
+        values[key] = _coerce(key, value, _TYPES[key])
+    return validate(RunConfig(**values))
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'key=value' with value parsed as YAML (so 3, 0.1, true, [1, 2] keep their types)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if key.startswith("extra."):
+        return key, value
+    if key not in FIELDS:
+        raise _unknown(key)
+    # a str field given something YAML reads as a number keeps the literal text (run_name=1)
+    if _TYPES[key] is str and not isinstance(value, str):
+        value = raw
+    return key, value
+
+
+def load_yaml(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def load(path=None, overrides=()) -> RunConfig:
+    d = load_yaml(path) if path else {}
+    extra = dict(d.get("extra") or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("extra."):
+            extra[key[len("extra."):]] = value
+        else:
+            d[key] = value
+    if extra:
+        d["extra"] = extra
+    return from_dict(d)
+
+
+def coerce(config) -> RunConfig:
+    """Accept a RunConfig, a dict, or a YAML path."""
+    if isinstance(config, RunConfig):
+        return validate(config)
+    if isinstance(config, (str, Path)):
+        return load(config)
+    if isinstance(config, dict):
+        return from_dict(config)
+    raise ConfigError(f"config of type {type(config).__name__}: expected RunConfig, dict or YAML path")

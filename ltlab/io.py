@@ -1,0 +1,85 @@
+"""Atomic, rank-aware file I/O for run directories.
+
+Every artifact is written to a temporary file in the same folder and renamed over the
+target (os.replace is atomic on POSIX), so a killed process leaves either the old file or
+the new one, never half of one. Only rank 0 writes (torchrun sets RANK); other ranks'
+writes are no-ops so the training code does not branch on rank.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    if is_main():
+        _atomic_write_bytes(Path(path), text.encode())
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path, obj) -> None:
+    if is_main():
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def atomic_savez(path, **arrays) -> None:
+    if is_main():
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (truncated, corrupt, wrong content)."""
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """torch.load with weights_only=True: a checkpoint holds tensors and plain data only."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises several types for truncated / corrupt zips
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint '{path}' is unreadable ({first[:160]}); delete it or pass --restart to start over"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint '{path}' does not hold an ltlab training state; pass --restart to start over")
+    return state

@@ -1,0 +1,94 @@
+"""The Recipe base class and the method registry."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ltlab.config import ConfigError
+from ltlab.losses import LOSSES
+from ltlab.models import build_model
+from ltlab.samplers import build_sampler
+
+METHODS: dict[str, "Recipe"] = {}
+
+
+def register(recipe: "Recipe") -> "Recipe":
+    METHODS[recipe.name] = recipe
+    return recipe
+
+
+class Recipe:
+    """Defaults and hooks of one method. Subclass and override what differs."""
+
+    name = "base"
+    paper = ""
+    changes = ""
+    head = "linear"
+    loss = "ce"
+    needs_stage1 = False
+    trains = True          # False: a post-hoc method, no epochs run (e.g. tau_norm, ncm)
+    # method-specific knobs in cfg.extra: name -> (type, default, help)
+    extra_keys: dict = {}
+
+    # ---- configuration ----------------------------------------------------------------
+    def defaults(self, user: dict) -> dict:
+        """Config defaults of this method; `user` is what the user gave (to pick per dataset)."""
+        return {}
+
+    def check(self, cfg) -> None:
+        for key, value in cfg.extra.items():
+            if key not in self.extra_keys:
+                allowed = ", ".join(self.extra_keys) or "none"
+                raise ConfigError(f"unknown extra key '{key}' for method '{self.name}'; allowed: {allowed}")
+            typ = self.extra_keys[key][0]
+            if typ is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+                raise ConfigError(f"extra key '{key}' = {value!r}: expected {typ.__name__}")
+        if self.needs_stage1 and not cfg.stage1_run:
+            raise ConfigError(f"method '{self.name}' is a stage-two method: set stage1_run to a finished stage-one run directory")
+
+    def opt(self, cfg, key):
+        """An extra knob's value, or its default."""
+        return cfg.extra.get(key, self.extra_keys[key][1])
+
+    def prepare(self, cfg, *, resume=False):
+        """Before anything else in fit(): may run prerequisite runs (a stage one) and
+        return the config to train with. Default: the config as given."""
+        return cfg
+
+    # ---- pieces ------------------------------------------------------------------------
+    def build_model(self, cfg, data) -> nn.Module:
+        return build_model(cfg.model, data.num_classes, self.head)
+
+    def build_loss(self, cfg, data) -> nn.Module:
+        return LOSSES[self.loss]()
+
+    def build_sampler(self, cfg, data):
+        return build_sampler(cfg.sampler, data.train_y.cpu().numpy(), data.train_counts, cfg)
+
+    def setup(self, model, cfg, data) -> None:
+        """Before training: e.g. load and freeze a stage-one model."""
+
+    def parameters(self, model, cfg):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def train_mode(self, model) -> None:
+        model.train()
+
+    def inference(self, out: dict):
+        """Model output dict -> logits (N, C) used for prediction and saved to predictions/."""
+        return out["logits"]
+
+    def export(self, model) -> dict:
+        """Arrays saved beside the predictions so post-hoc tools need no model (numpy)."""
+        head = getattr(model, "head", None)
+        fc = getattr(head, "fc", None)
+        if isinstance(fc, nn.Linear):
+            out = {"classifier_weight": fc.weight.detach().float().cpu().numpy()}
+            if fc.bias is not None:
+                out["classifier_bias"] = fc.bias.detach().float().cpu().numpy()
+            return out
+        return {}
+
+    def finalize(self, model, cfg, data) -> None:
+        """After training, before predictions: e.g. choose a post-hoc knob on the val split."""

@@ -1,0 +1,246 @@
+"""Training: fit(config) -> run_dir, with train_one_epoch / evaluate as in torchvision's
+references/classification.
+
+Every epoch's randomness (order, crops, flips, mixup) is a function of (seed, epoch), so a
+run resumed from its checkpoint replays exactly what an uninterrupted run would have done.
+The reported model is the last epoch's: nothing here looks at the test set to choose.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ltlab import config as config_mod
+from ltlab.config import RunConfig
+from ltlab.data import build_data
+from ltlab.evaluate import finish_run, predict
+from ltlab.io import CheckpointError, atomic_torch_save, atomic_write_text, is_main, load_checkpoint
+from ltlab.methods import METHODS
+from ltlab.metrics import balanced_accuracy, ece_from_logits, top1
+
+
+class RunError(RuntimeError):
+    """The run itself failed (diverged loss, unusable device...)."""
+
+
+# ---------------------------------------------------------------------------- device / amp
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise config_mod.ConfigError("config key 'device' = 'cuda': no CUDA device is visible here; use device=auto or cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: RunConfig, device: torch.device):
+    """bf16 autocast by default on CUDA; on CPU only when asked (it is slower on most CPUs)."""
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def lr_at(cfg: RunConfig, epoch: int) -> float:
+    """Learning rate of epoch `epoch` (counted from 1), set once at the start of the epoch.
+
+    Linear warm-up lr*e/W for e <= W (LDAM-DRW, MiSLAS, BalPoE), then multistep
+    (x lr_gamma after each milestone m, for e > m) or cosine to 0 over the remaining epochs.
+    """
+    if epoch <= cfg.warmup_epochs:
+        return cfg.lr * epoch / cfg.warmup_epochs
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        t = (epoch - 1 - cfg.warmup_epochs) / max(1, cfg.epochs - cfg.warmup_epochs)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+    return cfg.lr
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.RandomState:
+    return np.random.RandomState([seed, epoch, 7])
+
+
+# ---------------------------------------------------------------------------- one epoch
+def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, mixup_alpha=0.0,
+                    amp_dtype=None, progress=False):
+    """One pass over the loader. Returns (mean loss, index of the first non-finite step or -1).
+
+    Both stay on the device until the epoch ends: no host synchronisation inside the step.
+    """
+    recipe.train_mode(model)
+    loader.set_epoch(epoch)
+    if hasattr(loss_fn, "set_epoch"):
+        loss_fn.set_epoch(epoch)
+    rng = epoch_rng(seed, epoch)
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    steps = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, mininterval=2)
+    for step, (x, y) in enumerate(bar):
+        lam = None
+        if mixup_alpha > 0:
+            lam = float(rng.beta(mixup_alpha, mixup_alpha))
+            perm = torch.from_numpy(rng.permutation(x.shape[0])).to(device, non_blocking=True)
+            x = lam * x + (1 - lam) * x[perm]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            out = model(x)
+        if lam is None:
+            loss = loss_fn(out, y)
+        else:
+            loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ok = torch.isfinite(loss.detach())
+        first_bad = torch.where(~ok & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+        total += loss.detach()
+        steps += 1
+    return (total / max(steps, 1)).item(), int(first_bad.item())
+
+
+@torch.inference_mode()
+def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
+    """Test-split accuracy, balanced accuracy and ECE for the learning curves."""
+    pred = predict(model, loader, recipe, amp_dtype=amp_dtype, features=False)
+    logits, labels = pred["logits"], pred["labels"]
+    c = logits.shape[1]
+    return {"test_top1": top1(logits.argmax(1), labels),
+            "test_balanced_acc": balanced_accuracy(logits.argmax(1), labels, c),
+            "test_ece": ece_from_logits(logits, labels)}
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _unwrap(model):
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(path, model, optimizer, epoch, cfg: RunConfig):
+    atomic_torch_save(path, {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"epoch": epoch},   # the lr is a pure function of (config, epoch)
+        "epoch": epoch,
+        "rng": {"torch": torch.get_rng_state()},
+        "config": cfg.to_dict(),
+    })
+
+
+def config_diff(a: dict, b: dict, ignore=("epochs", "eval_every", "progress", "device", "run_dir", "compile")) -> list:
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in ignore and a.get(k) != b.get(k)]
+
+
+def _truncate_metrics(path: Path, last_epoch: int):
+    """Keep metrics.csv rows up to the checkpoint's epoch (rows written after it are replayed)."""
+    if path.exists():
+        df = pd.read_csv(path)
+        df = df[df["epoch"] <= last_epoch]
+        atomic_write_text(path, df.to_csv(index=False))
+
+
+def _append_row(path: Path, row: dict):
+    df = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+# ---------------------------------------------------------------------------- fit
+def fit(config, *, resume: bool = False, restart: bool = False, force: bool = False) -> Path:
+    """Train one run to the end and return its run directory.
+
+    resume: continue from run_dir/checkpoint.pt (refused if the config differs, unless force).
+    restart: discard what run_dir holds and start over.
+    """
+    cfg = config_mod.coerce(config)
+    cfg = METHODS[cfg.method].prepare(cfg, resume=resume)
+    t_start = time.time()
+    device = resolve_device(cfg.device)
+    run_dir = cfg.resolved_run_dir()
+    ckpt_path = run_dir / "checkpoint.pt"
+    metrics_path = run_dir / "metrics.csv"
+    recipe = METHODS[cfg.method]
+
+    if restart and run_dir.exists() and is_main():
+        for name in ("checkpoint.pt", "metrics.csv", "summary.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        for f in (run_dir / "predictions").glob("*.npz"):
+            f.unlink()
+    if ckpt_path.exists() and not resume:
+        raise config_mod.ConfigError(
+            f"run directory '{run_dir}' already holds a run; pass --resume to continue it or --restart to start over")
+    if (run_dir / "summary.json").exists() and resume:
+        return run_dir  # finished already: nothing to do
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    data = build_data(cfg, device)
+    model = recipe.build_model(cfg, data).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    recipe.setup(model, cfg, data)
+    params = recipe.parameters(model, cfg)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.nesterov, foreach=device.type != "cuda",
+                                fused=device.type == "cuda" or None)
+    loss_fn = recipe.build_loss(cfg, data).to(device)
+    sampler = recipe.build_sampler(cfg, data)
+    train_loader = data.train_loader(cfg.batch_size, seed=cfg.seed, sampler=sampler)
+    test_loader = data.eval_loader("test")
+    amp_dtype = autocast_dtype(cfg, device)
+
+    start_epoch = 1
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        diff = config_diff(state.get("config", {}), cfg.to_dict())
+        if diff and not force:
+            raise config_mod.ConfigError(
+                f"config differs from the checkpoint's in: {', '.join(diff)}; pass --force to resume anyway or --restart")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit this model ({str(e).splitlines()[0][:160]}); "
+                                  "pass --restart to start over") from None
+        start_epoch = int(state["epoch"]) + 1
+        _truncate_metrics(metrics_path, start_epoch - 1)
+    else:
+        if is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            metrics_path.unlink(missing_ok=True)
+    cfg.save(run_dir / "config.yaml")
+
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    step_model = torch.compile(model) if use_compile else model
+
+    last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
+    bar = tqdm(range(start_epoch, last_epoch + 1), desc=cfg.run_name or run_dir.name, disable=not cfg.progress,
+               initial=start_epoch - 1, total=last_epoch, mininterval=5)
+    for epoch in bar:
+        t0 = time.time()
+        lr = lr_at(cfg, epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        loss, bad = train_one_epoch(step_model, train_loader, loss_fn, optimizer, recipe, epoch=epoch, seed=cfg.seed,
+                                    mixup_alpha=cfg.mixup_alpha, amp_dtype=amp_dtype, progress=cfg.progress)
+        if bad >= 0 or not math.isfinite(loss):
+            raise RunError(f"loss became non-finite at epoch {epoch}, step {max(bad, 0)} (lr {lr:g}); "
+                           f"the last good checkpoint (epoch {epoch - 1}) is kept in '{ckpt_path}'")
+        row = {"epoch": epoch, "lr": lr, "train_loss": loss, "seconds": time.time() - t0}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            row.update(evaluate(model, test_loader, recipe, amp_dtype))
+        _append_row(metrics_path, row)
+        save_checkpoint(ckpt_path, model, optimizer, epoch, cfg)
+        bar.set_postfix(loss=f"{loss:.3f}", **({"top1": f"{row['test_top1']:.3f}"} if "test_top1" in row else {}))
+
+    recipe.finalize(model, cfg, data)
+    finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, seconds=time.time() - t_start,
+               peak_host_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               peak_device_mb=(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None))
+    return run_dir

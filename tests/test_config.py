@@ -1,0 +1,65 @@
+import pytest
+import yaml
+
+from ltlab import config as C
+from ltlab.config import ConfigError
+
+
+def test_defaults_and_method_defaults_layering():
+    cfg = C.from_dict({"method": "ce", "epochs": 3})
+    assert cfg.epochs == 3 and cfg.lr == 0.1 and cfg.dataset == "demo"
+    assert cfg.resolved_run_dir().as_posix() == "runs/demo_ce_if100_s0"
+
+
+@pytest.mark.parametrize("d, needle", [
+    ({"epoch": 3}, "unknown config key 'epoch' (did you mean 'epochs'?)"),
+    ({"epochs": "ten"}, "'epochs' = 'ten' (str): expected int"),
+    ({"epochs": 2.5}, "'epochs' = 2.5 (float): expected int"),
+    ({"epochs": True}, "expected int"),
+    ({"imb_factor": 0.5}, "'imb_factor' = 0.5: must be >= 1"),
+    ({"epochs": 0}, "'epochs' = 0: must be a positive integer"),
+    ({"batch_size": -4}, "'batch_size' = -4: must be a positive integer"),
+    ({"method": "magic"}, "'method' = 'magic': allowed values are"),
+    ({"model": "vgg"}, "'model' = 'vgg': allowed values are"),
+    ({"dataset": "mnist"}, "'dataset' = 'mnist': allowed values are"),
+    ({"device": "tpu"}, "'device' = 'tpu': allowed values are auto, cpu, cuda"),
+    ({"lr": 0}, "'lr' = 0.0: must be > 0"),
+    ({"milestones": [160, "x"]}, "milestones"),
+    ({"extra": {"nope": 1}}, "unknown extra key 'nope' for method 'ce'"),
+])
+def test_bad_input_one_clear_line(d, needle):
+    with pytest.raises(ConfigError) as e:
+        C.from_dict(d)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_int_accepted_for_float():
+    assert C.from_dict({"imb_factor": 50}).imb_factor == 50.0
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"epochs": 5, "method": "ce"}))
+    cfg = C.load(p, ["epochs=7", "lr=0.05", "milestones=[2, 4]", "run_name=1"])
+    assert cfg.epochs == 7 and cfg.lr == 0.05 and cfg.milestones == [2, 4] and cfg.run_name == "1"
+    with pytest.raises(ConfigError, match="unknown config key 'lrate'"):
+        C.load(p, ["lrate=0.1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        C.load(p, ["epochs"])
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        C.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        C.load(bad)
+
+
+def test_roundtrip_saved_config(tmp_path):
+    cfg = C.from_dict({"epochs": 4, "extra": {}})
+    cfg.save(tmp_path / "config.yaml")
+    again = C.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg

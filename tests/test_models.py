@@ -1,0 +1,35 @@
+import torch
+
+from ltlab.models import build_model, num_parameters, resnet32
+
+
+def test_resnet32_parameter_count():
+    # LDAM-DRW's ResNet-32 with option-A shortcuts: 464,154 parameters for 10 classes
+    # (conv/bn 0.46 M + a 64x10 linear head); no shortcut carries parameters.
+    model = build_model("resnet32", 10)
+    n = num_parameters(model)
+    assert n == 464154
+    assert num_parameters(model.head) == 64 * 10 + 10
+    assert not any("shortcut" in name for name, _ in model.named_parameters())
+
+
+def test_resnet32_shapes_and_features():
+    model = build_model("resnet32", 100).eval()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out["logits"].shape == (4, 100) and out["features"].shape == (4, 64)
+    assert resnet32().out_dim == 64
+
+
+def test_option_a_shortcut_zero_pads_channels():
+    from ltlab.models.resnet_cifar import PadShortcut
+
+    x = torch.randn(2, 16, 8, 8)
+    y = PadShortcut(8)(x)
+    assert y.shape == (2, 32, 4, 4)
+    assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2]) and y[:, :8].abs().sum() == 0 and y[:, 24:].abs().sum() == 0
+
+
+def test_cosine_head_bounded():
+    model = build_model("resnet32", 10, head="cosine", scale=30.0).eval()
+    logits = model(torch.randn(3, 3, 32, 32))["logits"]
+    assert logits.abs().max() <= 30.0 + 1e-4
