@@ -91,9 +91,6 @@ def _select(cfg, src: Source):
     """(train_idx, val (x, y) or None) from the source's full train split, per the config."""
     n_train = len(src.train_y)
     if cfg.dataset == "demo":
-        if float(cfg.imb_factor) != DEMO_IMB_FACTOR or cfg.imb_profile != "exp":
-            raise DataError(f"imb_factor = {cfg.imb_factor:g} (profile {cfg.imb_profile!r}) with dataset 'demo': "
-                            f"the demo set is fixed at imb_factor = {DEMO_IMB_FACTOR} (exp); use cifar10_lt for other values")
         return np.arange(n_train), (src.val_x, src.val_y)
     if cfg.dataset == "folder":
         idx = np.arange(n_train)       # an image folder is taken as already long-tailed
@@ -124,6 +121,9 @@ def build_data(cfg, device) -> DataBundle:
     if name not in SMALL_DATASETS:
         raise DataError(f"dataset {name!r}: expected one of {', '.join(SMALL_DATASETS + LARGE_DATASETS)}")
     if name == "demo":
+        if float(cfg.imb_factor) != DEMO_IMB_FACTOR or cfg.imb_profile != "exp":
+            raise DataError(f"imb_factor = {cfg.imb_factor:g} (profile {cfg.imb_profile!r}) with dataset 'demo': "
+                            f"the demo set is fixed at imb_factor = {DEMO_IMB_FACTOR} (exp); use cifar10_lt for other values")
         src = load_demo()
     elif name == "folder":
         if not cfg.data_root:

@@ -1,0 +1,71 @@
+# %% [markdown]
+# # Train one long-tailed run
+#
+# Set the parameters below (or pass them with papermill / `ltlab batch`), run all cells.
+# `None` means "the method's default" (the paper's CIFAR hyperparameters). The run
+# directory gets `config.yaml`, `metrics.csv`, `checkpoint.pt`, `predictions/` and, last,
+# `summary.json`.
+
+# %% tags=["parameters"]
+dataset = "demo"        # demo | cifar10_lt | cifar100_lt | folder
+data_root = ""          # cifar*_lt: folder with cifar-10-batches-py, or train/<class>/ + test/<class>/
+imb_factor = 100.0      # head/tail ratio (demo is fixed at 100)
+method = "ce"           # ce, focal, cb, ldam_drw, balanced_softmax, logit_adjust, ... (see README)
+model = "resnet32"
+epochs = 10             # None: the method default (200 for the CIFAR recipes)
+batch_size = None       # images per step; None: the method default
+lr = None               # peak learning rate; None: the method default
+seed = 0
+device = "auto"         # auto | cpu | cuda
+eval_every = 5          # epochs between test evaluations for the learning curves
+stage1_run = ""         # stage-two methods: the finished stage-one run directory
+run_dir = ""            # empty: runs/DATASET_METHOD_ifIF_sSEED
+overrides = {}          # any other config key, e.g. {"mixup_alpha": 1.0, "val_per_class": 10}
+resume = True           # continue an interrupted run found in run_dir
+restart = False         # discard what run_dir holds and start over
+
+# %%
+import pandas as pd
+
+import ltlab
+from ltlab import viz
+from ltlab.metrics import per_class_accuracy, softmax
+
+given = dict(dataset=dataset, data_root=data_root, imb_factor=imb_factor, method=method, model=model,
+             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
+             stage1_run=stage1_run, run_dir=run_dir)
+cfg = ltlab.config.from_dict({**{k: v for k, v in given.items() if v not in (None, "")}, **overrides})
+pd.Series(cfg.to_dict(), dtype=object).to_frame("value")
+
+# %%
+run_dir = ltlab.fit(cfg, resume=resume, restart=restart)
+run = ltlab.load_run(run_dir)
+print(run_dir)
+
+# %% [markdown]
+# ## Summary (test split, last epoch)
+
+# %%
+pd.Series(run.summary, dtype=object).to_frame("value")
+
+# %%
+viz.learning_curves(run.metrics)
+
+# %% [markdown]
+# ## Accuracy by class frequency
+# Many / medium / few: more than 100, 20 to 100, fewer than 20 training images.
+
+# %%
+test = run.predictions("test")
+counts, labels, logits = test["train_counts"], test["labels"], test["logits"]
+per_class = per_class_accuracy(logits.argmax(1), labels, len(counts))
+viz.per_class_accuracy_vs_count(per_class, counts)
+
+# %%
+viz.group_bars({cfg.method: run.summary})
+
+# %% [markdown]
+# ## Calibration (15 equal-width bins)
+
+# %%
+viz.reliability_diagram(softmax(logits), labels, title=f"{cfg.method}, test")

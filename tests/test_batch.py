@@ -1,0 +1,67 @@
+"""papermill batch: grid, HTML reports, index, failures, skipping finished runs."""
+import json
+
+import pytest
+import yaml
+
+from ltlab.batch import grid_points, load_experiments, run_batch
+from ltlab.config import ConfigError
+
+from conftest import REPO
+
+NB = str(REPO / "notebooks" / "01_train.ipynb")
+
+
+def _write(tmp_path, spec):
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def test_grid_points_names():
+    spec = {"parameters": {"epochs": 1}, "grid": {"method": ["ce", "focal"], "seed": [0, 1]}}
+    pts = grid_points(spec)
+    assert [n for n, _ in pts] == ["method-ce_seed-0", "method-ce_seed-1", "method-focal_seed-0", "method-focal_seed-1"]
+    assert pts[1][1] == {"epochs": 1, "method": "ce", "seed": 1}
+
+
+def test_typo_parameter_refused_before_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, {"name": "t", "notebook": NB, "parameters": {"epochz": 1}, "grid": {"seed": [0]}})
+    with pytest.raises(ConfigError, match="parameter 'epochz' is not a parameter of .*did you mean 'epochs'"):
+        run_batch(p)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_experiments_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'gird'"):
+        load_experiments(_write(tmp_path, {"name": "t", "notebook": NB, "gird": {}}))
+    with pytest.raises(ConfigError, match="grid key 'seed' must be a non-empty list"):
+        load_experiments(_write(tmp_path, {"name": "t", "notebook": NB, "grid": {"seed": 3}}))
+
+
+def test_batch_with_a_failing_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = {"name": "mini", "notebook": NB,
+            "parameters": {"dataset": "demo", "epochs": 1, "eval_every": 1, "device": "cpu"},
+            "grid": {"method": ["ce", "no_such_method"]}}
+    index = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
+    out = tmp_path / "reports" / "mini"
+    html = index.read_text()
+    assert index == (out / "index.html").resolve()
+    ok = json.loads((out / "method-ce.status.json").read_text())
+    bad = json.loads((out / "method-no_such_method.status.json").read_text())
+    assert ok["status"] == "ok" and (tmp_path / "runs" / "mini" / "method-ce" / "summary.json").exists()
+    assert bad["status"] == "failed" and "no_such_method" in bad["error"] and "ConfigError" in bad["error"]
+    assert not (tmp_path / "runs" / "mini" / "method-no_such_method" / "summary.json").exists()
+    # both notebooks rendered, the failed one with papermill's error banner kept
+    assert (out / "method-ce.html").exists() and (out / "method-no_such_method.html").exists()
+    assert "method-no_such_method.html" in html and "failed" in html and "no_such_method" in html
+    report = (out / "method-ce.html").read_text()
+    assert "<img" in report or "image/png" in report          # figures made it into the report
+    assert "ltlab.fit(" not in report                          # input cells are hidden
+    # a second invocation skips the finished run and retries the failed one
+    mtime = (out / "method-ce.ipynb").stat().st_mtime
+    index2 = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
+    assert (out / "method-ce.ipynb").stat().st_mtime == mtime
+    assert "ok (cached)" in index2.read_text()

@@ -1,0 +1,43 @@
+"""CLI exit codes: 0 success, 2 bad input (one line on stderr), 1 run failure."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ltlab.cli import main
+
+
+def test_help_explains_each_command(capsys):
+    for cmd in ("train", "eval", "batch", "bench"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--resume" in out and "key=value" in out and "EXPERIMENTS.yaml" in out.upper() or "experiments" in out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "epochz=3"], "unknown config key 'epochz'"),
+    (["train", "imb_factor=0.5"], "imb_factor"),
+    (["train", "method=nope"], "'method' = 'nope'"),
+    (["train", "-c", "/nonexistent.yaml"], "not found"),
+    (["eval", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_input_exit_2_one_line(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ltlab: error:") and needle in err and "\n" not in err
+
+
+def test_eval_recomputes_summary(demo_run, capsys):
+    assert main(["eval", str(demo_run)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    saved = json.loads((demo_run / "summary.json").read_text())
+    for k in ("top1", "balanced_acc", "many", "ece", "nll", "auroc_msp", "brier"):
+        assert s[k] == saved[k]
+
+
+def test_console_script_installed():
+    r = subprocess.run([sys.executable, "-m", "ltlab.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout
