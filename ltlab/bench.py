@@ -51,14 +51,13 @@ class _Steps:
         return self.steps
 
 
-def bench_ltlab(data, device, steps, batch_size, compile_model):
+def bench_ltlab(data, device, steps, batch_size, compile_mode):
     from ltlab.methods import METHODS
     from ltlab.models import build_model
-    from ltlab.train import train_one_epoch
+    from ltlab.train import compile_model, train_one_epoch
 
     model = build_model("resnet32", data.num_classes).to(device, memory_format=torch.channels_last)
-    if compile_model:
-        model = torch.compile(model)
+    model = compile_model(model, compile_mode, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4,
                           fused=device.type == "cuda" or None, foreach=device.type != "cuda")
     loss_fn = METHODS["ce"].build_loss(None, data)
@@ -163,9 +162,9 @@ def main(args) -> dict:
     device = resolve_device(args.device)
     cfg = from_dict({"dataset": "demo", "device": device.type})
     data = build_data(cfg, device)
-    compile_model = device.type == "cuda"
+    compile_mode = getattr(args, "compile", "auto")
     torch.manual_seed(0)
-    model, run_a = bench_ltlab(data, device, args.steps, args.batch_size, compile_model)
+    model, run_a = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode)
     run_b = bench_reference(data, device, args.steps, args.batch_size, args.workers)
     a, b = [], []
     for r in range(args.repeats):  # interleaved, so drifts in machine load hit both
@@ -183,7 +182,7 @@ def main(args) -> dict:
         "torch": torch.__version__,
         "settings": {"steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
                      "reference_workers": args.workers, "ltlab_bf16": device.type == "cuda",
-                     "ltlab_compile": compile_model, "ltlab_channels_last": True, "model": "resnet32",
+                     "ltlab_compile": compile_mode, "ltlab_channels_last": True, "model": "resnet32",
                      "images": "demo train split (1,236 CIFAR-10 images, 32x32)"},
     }
     if getattr(args, "profile", False):

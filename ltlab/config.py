@@ -37,8 +37,16 @@ class RunConfig:
     imb_profile: str = "exp"         # exp (LDAM-DRW) | step (half the classes at img_max, half at img_max/IF)
     lt_seed: int = 0                 # numpy RandomState seed of the long-tailed subset (LDAM-DRW protocol)
     val_per_class: int = 0           # images a class held out of the LT training set for validation (0 = none)
+    # split lists (imagenet_lt | places_lt | inat18 | list): 'relative/path label' lines, plain or .gz,
+    # paths relative to data_root; "" = the benchmark's own list (ltlab.data.lists)
+    train_list: str = ""             # imagenet_lt / inat18 look for it under data_root (it is not shipped)
+    val_list: str = ""               # optional for list; imagenet_lt / places_lt ship theirs
+    test_list: str = ""              # required for list; the benchmarks ship theirs
+    img_size: int = 224              # list datasets: train RandomResizedCrop(img_size); test Resize(img_size*256/224) + CenterCrop
+    num_workers: int = 8             # list datasets: DataLoader worker processes per training process
     # --- model ------------------------------------------------------------------------
     model: str = "resnet32"          # resnet32 | resnet50 | resnext50_32x4d | resnet152
+    weights: str = ""                # local torchvision state_dict (.pth) for the backbone; nothing is ever downloaded
     # --- method -----------------------------------------------------------------------
     method: str = "ce"               # see ltlab.methods.METHODS
     stage1_run: str = ""             # run directory of the stage-one run (stage-two methods)
@@ -47,6 +55,7 @@ class RunConfig:
     # --- optimisation -----------------------------------------------------------------
     epochs: int = 200
     batch_size: int = 128            # images per step (global)
+    accum_steps: int = 1             # gradient accumulation: each process runs batch_size/(processes*accum_steps) images a pass
     lr: float = 0.1                  # peak learning rate for batch_size
     momentum: float = 0.9
     nesterov: bool = False
@@ -60,7 +69,8 @@ class RunConfig:
     device: str = "auto"             # auto (cuda if present, else cpu) | cpu | cuda
     amp: str = "auto"                # auto: bf16 autocast on cuda, fp32 on cpu | bf16 | off
     channels_last: bool = True
-    compile: str = "auto"            # auto (on for cuda) | on | off: torch.compile the model
+    sync_bn: bool = True             # under torchrun: BatchNorm statistics over the global batch, as on one GPU
+    compile: str = "auto"            # auto (graphs on cuda, off on cpu) | on | graphs (+ CUDA graphs) | off
     eval_every: int = 10             # evaluate on the test split every k epochs (and always at the end)
     run_dir: str = ""                # default runs/<run_name>
     run_name: str = ""               # default <dataset>_<method>_if<IF>_s<seed>
@@ -119,7 +129,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice("schedule", cfg.schedule, SCHEDULES)
     _check_choice("imb_profile", cfg.imb_profile, PROFILES)
     _check_choice("amp", cfg.amp, AMP)
-    _check_choice("compile", cfg.compile, ("auto", "on", "off"))
+    _check_choice("compile", cfg.compile, ("auto", "on", "graphs", "off"))
     if not cfg.imb_factor >= 1:
         raise ConfigError(f"config key 'imb_factor' = {cfg.imb_factor!r}: must be >= 1 (100 means head/tail = 100)")
     for key in ("epochs", "batch_size", "eval_every"):
@@ -131,6 +141,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key in ("weight_decay", "mixup_alpha", "momentum", "warmup_epochs", "val_per_class"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' = {getattr(cfg, key)!r}: must be >= 0")
+    for key, low in (("accum_steps", 1), ("img_size", 8), ("num_workers", 0)):
+        if getattr(cfg, key) < low:
+            raise ConfigError(f"config key '{key}' = {getattr(cfg, key)!r}: must be an integer >= {low}")
+    if cfg.batch_size % cfg.accum_steps:
+        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} is not divisible by accum_steps = "
+                          f"{cfg.accum_steps}: the effective batch must split into equal micro-batches")
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in cfg.milestones):
         raise ConfigError(f"config key 'milestones' = {cfg.milestones!r}: must be a list of positive integers (epochs)")
     from ltlab.methods import METHODS, SAMPLERS
@@ -191,6 +207,12 @@ def parse_override(text: str) -> tuple[str, object]:
     # a str field given something YAML reads as a number keeps the literal text (run_name=1)
     if _TYPES[key] is str and not isinstance(value, str):
         value = raw
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes Python's reading of it
+    if _TYPES[key] is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return key, value
 
 

@@ -47,8 +47,9 @@ LOSSES["logit_adjust"] = LogitAdjustedCE
 def cb_weights(counts, beta: float) -> torch.Tensor:
     """Class-balanced weights w_c = (1 - beta) / (1 - beta^n_c), normalised so sum_c w_c = C.
 
-    Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019, eq. 4-5
-    (1 - beta^n) / (1 - beta) is the "effective number" of n samples). beta = 0 gives all ones.
+    Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019, sec. 3-4:
+    (1 - beta^n) / (1 - beta) is the "effective number" of n samples. beta = 0 gives all ones,
+    beta -> 1 weights ∝ 1/n.
     A class with no training images never appears as a target; it gets weight 0 so that the
     normalisation stays finite, and the others share the total C.
     """

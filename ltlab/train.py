@@ -4,6 +4,11 @@ references/classification.
 Every epoch's randomness (order, crops, flips, mixup) is a function of (seed, epoch), so a
 run resumed from its checkpoint replays exactly what an uninterrupted run would have done.
 The reported model is the last epoch's: nothing here looks at the test set to choose.
+
+Under ``torchrun --nproc_per_node=N $(which ltlab) train ...`` the same code runs once per
+GPU (ltlab.distributed, detected from the environment): ``batch_size`` stays the global
+batch, split over processes and ``accum_steps`` micro-batches; only rank 0 writes files or
+shows progress; evaluation counts every test image exactly once.
 """
 from __future__ import annotations
 
@@ -18,12 +23,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ltlab import config as config_mod
+from ltlab import distributed as D
 from ltlab.config import RunConfig
 from ltlab.data import build_data
-from ltlab.evaluate import finish_run, predict
-from ltlab.io import CheckpointError, atomic_torch_save, atomic_write_text, is_main, load_checkpoint
+from ltlab.evaluate import compute_summary, finish_run
+from ltlab.io import (CheckpointError, atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, is_main,
+                      load_checkpoint)
 from ltlab.methods import METHODS
 from ltlab.metrics import balanced_accuracy, ece_from_logits, top1
+from ltlab.models import load_weights
 
 
 class RunError(RuntimeError):
@@ -71,44 +79,57 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
                     amp_dtype=None, progress=False):
     """One pass over the loader. Returns (mean loss, index of the first non-finite step or -1).
 
-    Both stay on the device until the epoch ends: no host synchronisation inside the step.
+    ``loader`` yields ``(x, y)`` batches, one optimizer step each, or is a
+    distributed.StepBatches whose steps are lists of weighted micro-batches (several
+    processes and/or gradient accumulation). Loss and the non-finite flag stay on the device
+    until the epoch ends: no host synchronisation inside the step.
     """
-    recipe.train_mode(model)
-    loader.set_epoch(epoch)
+    steps = loader if isinstance(loader, D.StepBatches) else D.StepBatches(loader)
+    model.train()
+    recipe.train_mode(D.unwrap(model))   # recipes set modes on the plain module (e.g. a frozen backbone)
+    steps.set_epoch(epoch)
     if hasattr(loss_fn, "set_epoch"):
         loss_fn.set_epoch(epoch)
     rng = epoch_rng(seed, epoch)
     device = next(model.parameters()).device
     total = torch.zeros((), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    steps = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, mininterval=2)
-    for step, (x, y) in enumerate(bar):
-        lam = None
-        if mixup_alpha > 0:
-            lam = float(rng.beta(mixup_alpha, mixup_alpha))
-            perm = torch.from_numpy(rng.permutation(x.shape[0])).to(device, non_blocking=True)
-            x = lam * x + (1 - lam) * x[perm]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out = model(x)
-        if lam is None:
-            loss = loss_fn(out, y)
-        else:
-            loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+    n_steps = 0
+    bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not progress, mininterval=2)
+    for step, micro in enumerate(bar):
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for j, (x, y, w) in enumerate(micro):
+            # gradients are all-reduced once per optimizer step, in the last micro-batch's backward
+            with D.no_sync(model, sync=j == len(micro) - 1):
+                lam = None
+                if mixup_alpha > 0:
+                    lam = float(rng.beta(mixup_alpha, mixup_alpha))
+                    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(device, non_blocking=True)
+                    x = lam * x + (1 - lam) * x[perm]
+                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                    out = model(x)
+                if lam is None:
+                    loss = loss_fn(out, y)
+                else:
+                    loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+                (loss if w == 1.0 else loss * w).backward()
+            loss = loss.detach()
+            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+            # w / world per micro-batch: summed over micro-batches and processes, the global-batch mean
+            total += loss if (w == 1.0 and steps.world == 1) else loss * (w / steps.world)
         optimizer.step()
-        ok = torch.isfinite(loss.detach())
-        first_bad = torch.where(~ok & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-        total += loss.detach()
-        steps += 1
-    return (total / max(steps, 1)).item(), int(first_bad.item())
+        n_steps += 1
+    if D.is_distributed():
+        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)
+    return (total / max(n_steps, 1)).item(), int(first_bad.item())
 
 
 @torch.inference_mode()
 def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
-    """Test-split accuracy, balanced accuracy and ECE for the learning curves."""
-    pred = predict(model, loader, recipe, amp_dtype=amp_dtype, features=False)
+    """Test-split accuracy, balanced accuracy and ECE for the learning curves (under torchrun
+    ``loader`` is this process's shard, and the gathered predictions are scored)."""
+    pred = D.predict_sharded(model, loader, recipe, amp_dtype=amp_dtype, features=False)
     logits, labels = pred["logits"], pred["labels"]
     c = logits.shape[1]
     return {"test_top1": top1(logits.argmax(1), labels),
@@ -116,14 +137,25 @@ def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
             "test_ece": ece_from_logits(logits, labels)}
 
 
+def compile_model(model, mode: str, device: torch.device):
+    """torch.compile for the training step. 'graphs' (the CUDA default under 'auto') adds CUDA
+    graphs (mode reduce-overhead): ResNet-32 steps are so small that kernel-launch overhead on
+    the host, not the GPU, bounds the step otherwise. dynamic=False: the short last batch gets
+    its own static graph instead of making every step's graph dynamic."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return model
+    graphs = mode == "graphs" or (mode == "auto" and device.type == "cuda")
+    return torch.compile(model, dynamic=False, mode="reduce-overhead" if graphs else None)
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def _unwrap(model):
-    return getattr(model, "_orig_mod", model)
+    return D.unwrap(model)
 
 
 def save_checkpoint(path, model, optimizer, epoch, cfg: RunConfig):
     atomic_torch_save(path, {
-        "model": _unwrap(model).state_dict(),
+        "model": _unwrap(model).state_dict(),   # no 'module.' / '_orig_mod.' prefixes
         "optimizer": optimizer.state_dict(),
         "scheduler": {"epoch": epoch},   # the lr is a pure function of (config, epoch)
         "epoch": epoch,
@@ -132,9 +164,13 @@ def save_checkpoint(path, model, optimizer, epoch, cfg: RunConfig):
     })
 
 
-def config_diff(a: dict, b: dict, ignore=("epochs", "eval_every", "progress", "device", "run_dir", "compile")) -> list:
+def config_diff(a: dict, b: dict, ignore=("epochs", "eval_every", "progress", "device", "run_dir", "compile",
+                                         "num_workers")) -> list:
+    """Keys whose values differ; a key absent from one side (a config saved before the key
+    existed) counts as its default."""
+    defaults = RunConfig().to_dict()
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in ignore and a.get(k) != b.get(k)]
+    return [k for k in keys if k not in ignore and a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))]
 
 
 def _truncate_metrics(path: Path, last_epoch: int):
@@ -157,11 +193,24 @@ def fit(config, *, resume: bool = False, restart: bool = False, force: bool = Fa
 
     resume: continue from run_dir/checkpoint.pt (refused if the config differs, unless force).
     restart: discard what run_dir holds and start over.
+    Under torchrun every process calls this; the process group is joined here (before a
+    recipe's prepare, which may run a stage-one fit itself) and left at the end.
     """
     cfg = config_mod.coerce(config)
+    ctx = D.setup(resolve_device(cfg.device))
     cfg = METHODS[cfg.method].prepare(cfg, resume=resume)
+    run_dir = _fit(cfg, ctx, resume=resume, restart=restart, force=force)
+    D.destroy(ctx)   # after an exception torchrun stops the other processes; nothing to tidy here
+    return run_dir
+
+
+def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: bool) -> Path:
     t_start = time.time()
-    device = resolve_device(cfg.device)
+    device, world = ctx.device, ctx.world
+    if cfg.batch_size % (world * cfg.accum_steps):
+        raise config_mod.ConfigError(
+            f"config key 'batch_size' = {cfg.batch_size} does not split over {world} processes x accum_steps = "
+            f"{cfg.accum_steps}: use a multiple of {world * cfg.accum_steps}")
     run_dir = cfg.resolved_run_dir()
     ckpt_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.csv"
@@ -172,6 +221,7 @@ def fit(config, *, resume: bool = False, restart: bool = False, force: bool = Fa
             (run_dir / name).unlink(missing_ok=True)
         for f in (run_dir / "predictions").glob("*.npz"):
             f.unlink()
+    D.barrier()   # no process may look at the run directory before rank 0 has cleared it
     if ckpt_path.exists() and not resume:
         raise config_mod.ConfigError(
             f"run directory '{run_dir}' already holds a run; pass --resume to continue it or --restart to start over")
@@ -181,18 +231,23 @@ def fit(config, *, resume: bool = False, restart: bool = False, force: bool = Fa
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = build_data(cfg, device)
-    model = recipe.build_model(cfg, data).to(device)
+    model = recipe.build_model(cfg, data)
+    if cfg.weights and not cfg.stage1_run:   # a stage-two model starts from its stage one instead
+        load_weights(model, cfg.weights)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     recipe.setup(model, cfg, data)
+    if ctx.distributed and cfg.sync_bn and recipe.trains:
+        model = D.convert_sync_bn(model, device)   # before the optimizer: it may replace modules
     params = recipe.parameters(model, cfg)
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov, foreach=device.type != "cuda",
                                 fused=device.type == "cuda" or None)
     loss_fn = recipe.build_loss(cfg, data).to(device)
     sampler = recipe.build_sampler(cfg, data)
-    train_loader = data.train_loader(cfg.batch_size, seed=cfg.seed, sampler=sampler)
-    test_loader = data.eval_loader("test")
+    train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps)
+    test_loader = D.eval_loader(data, "test", ctx)
     amp_dtype = autocast_dtype(cfg, device)
 
     start_epoch = 1
@@ -209,38 +264,84 @@ def fit(config, *, resume: bool = False, restart: bool = False, force: bool = Fa
             raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit this model ({str(e).splitlines()[0][:160]}); "
                                   "pass --restart to start over") from None
         start_epoch = int(state["epoch"]) + 1
-        _truncate_metrics(metrics_path, start_epoch - 1)
-    else:
         if is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            metrics_path.unlink(missing_ok=True)
+            _truncate_metrics(metrics_path, start_epoch - 1)
+    elif is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.unlink(missing_ok=True)
     cfg.save(run_dir / "config.yaml")
 
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    step_model = torch.compile(model) if use_compile else model
+    # What one optimizer step is, logged with every epoch: recipes are stated for a global
+    # batch, and a run on fewer GPUs must say how it got there (RIDE#34, SADE#8).
+    batch_cols = {"effective_batch": cfg.batch_size, "world_size": world, "accum_steps": cfg.accum_steps}
+    if cfg.progress:
+        D.log(f"ltlab: {world} process(es) x {cfg.accum_steps} accumulation step(s) x "
+              f"{cfg.batch_size // (world * cfg.accum_steps)} images = effective batch {cfg.batch_size}, "
+              f"lr {cfg.lr:g}" + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
+
+    # CUDA graphs cannot hold DDP's gradient all-reduce, so 'auto' compiles without them under torchrun
+    mode = "on" if ctx.distributed and cfg.compile == "auto" and device.type == "cuda" else cfg.compile
+    step_model = compile_model(D.wrap(model, ctx), mode, device)
 
     last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
-    bar = tqdm(range(start_epoch, last_epoch + 1), desc=cfg.run_name or run_dir.name, disable=not cfg.progress,
+    show = cfg.progress and ctx.main
+    bar = tqdm(range(start_epoch, last_epoch + 1), desc=cfg.run_name or run_dir.name, disable=not show,
                initial=start_epoch - 1, total=last_epoch, mininterval=5)
     for epoch in bar:
         t0 = time.time()
         lr = lr_at(cfg, epoch)
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        loss, bad = train_one_epoch(step_model, train_loader, loss_fn, optimizer, recipe, epoch=epoch, seed=cfg.seed,
-                                    mixup_alpha=cfg.mixup_alpha, amp_dtype=amp_dtype, progress=cfg.progress)
+        loss, bad = train_one_epoch(step_model, train_steps, loss_fn, optimizer, recipe, epoch=epoch, seed=cfg.seed,
+                                    mixup_alpha=cfg.mixup_alpha, amp_dtype=amp_dtype, progress=show)
         if bad >= 0 or not math.isfinite(loss):
             raise RunError(f"loss became non-finite at epoch {epoch}, step {max(bad, 0)} (lr {lr:g}); "
                            f"the last good checkpoint (epoch {epoch - 1}) is kept in '{ckpt_path}'")
-        row = {"epoch": epoch, "lr": lr, "train_loss": loss, "seconds": time.time() - t0}
+        row = {"epoch": epoch, "lr": lr, "train_loss": loss, "seconds": time.time() - t0, **batch_cols}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            D.broadcast_buffers(model)
             row.update(evaluate(model, test_loader, recipe, amp_dtype))
-        _append_row(metrics_path, row)
+        if is_main():
+            _append_row(metrics_path, row)
         save_checkpoint(ckpt_path, model, optimizer, epoch, cfg)
         bar.set_postfix(loss=f"{loss:.3f}", **({"top1": f"{row['test_top1']:.3f}"} if "test_top1" in row else {}))
 
     recipe.finalize(model, cfg, data)
-    finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, seconds=time.time() - t_start,
-               peak_host_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               peak_device_mb=(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None))
+    peak = {"seconds": time.time() - t_start,
+            "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+    if ctx.distributed:
+        D.broadcast_buffers(model)
+        _finish_distributed(model, recipe, cfg, data, run_dir, ctx, amp_dtype=amp_dtype, **peak)
+    else:
+        finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, **peak)
+    D.barrier()   # every process returns only once rank 0's summary.json exists
     return run_dir
+
+
+def _finish_distributed(model, recipe, cfg, data, run_dir: Path, ctx: D.Context, *, amp_dtype=None, seconds=0.0,
+                        peak_host_mb=None, peak_device_mb=None) -> None:
+    """evaluate.finish_run's artifacts, with each split predicted on disjoint shards and
+    gathered in order (every image once). The summary part mirrors finish_run; a test
+    checks that both write the same keys."""
+    pred_dir = Path(run_dir) / "predictions"
+    exported = recipe.export(model)
+    for split in ("val", "test"):
+        if split == "val" and data.val_x is None:
+            continue
+        p = D.predict_sharded(model, D.eval_loader(data, split, ctx), recipe, amp_dtype=amp_dtype, features=True)
+        atomic_savez(pred_dir / f"{split}.npz", train_counts=np.asarray(data.train_counts, dtype=np.int64),
+                     **exported, **p)
+    if not ctx.main:
+        return
+    summary = compute_summary(pred_dir, epochs=cfg.epochs)
+    metrics_csv = Path(run_dir) / "metrics.csv"
+    train_seconds = float(pd.read_csv(metrics_csv)["seconds"].sum()) if metrics_csv.exists() else float(seconds)
+    summary.update({
+        "seconds": round(train_seconds, 3),
+        "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
+        "imb_factor": cfg.imb_factor,
+        "peak_host_mb": None if peak_host_mb is None else round(float(peak_host_mb), 1),
+        "peak_device_mb": None if peak_device_mb is None else round(float(peak_device_mb), 1),
+    })
+    atomic_write_json(Path(run_dir) / "summary.json", summary)

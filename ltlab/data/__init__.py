@@ -117,7 +117,10 @@ def build_data(cfg, device) -> DataBundle:
     """
     name = cfg.dataset
     if name in LARGE_DATASETS:
-        raise DataError(f"dataset {name!r} is not available yet: use one of {', '.join(SMALL_DATASETS)}")
+        # split lists of image files, decoded by DataLoader workers (ltlab.data.lists)
+        from ltlab.data.lists import build_list_data
+
+        return build_list_data(cfg, device)
     if name not in SMALL_DATASETS:
         raise DataError(f"dataset {name!r}: expected one of {', '.join(SMALL_DATASETS + LARGE_DATASETS)}")
     if name == "demo":

@@ -34,7 +34,8 @@ BALPOE_MIXUP = {"demo": 0.8, "cifar10_lt": 0.8, "cifar100_lt": 0.4}
 class BalPoE(Recipe):
     name = "balpoe"
     paper = "Sarkar et al., Balanced Product of Calibrated Experts for Long-Tailed Recognition, CVPR 2023"
-    changes = "model: multi-expert ResNet-32 (cosine s=30); loss: mean_k CE(z_k + tau_k log pi); mixup; predict mean z_k"
+    changes = ("model: multi-expert ResNet-32 (cosine s=30); loss: mean_k CE(z_k + tau_k log pi); mixup; "
+               "predict mean z_k")
     extra_keys = {
         "balpoe_experts": (int, 3, "number of experts M"),
         "balpoe_tau_min": (float, 0.0, "smallest tau of the evenly spaced list"),

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ltlab.config import ConfigError
-from ltlab.methods.base import register
+from ltlab.methods.base import METHODS, register
 from ltlab.methods.stage2 import Stage2Recipe, read_stage1_config
 from ltlab.models.heads import LinearHead
 from ltlab.posthoc_classifier import NCM_VARIANTS, TAU_GRID, choose_tau, ncm_centroids, tau_norm_weights
@@ -210,6 +210,10 @@ class TauNorm(_PostHoc):
         if not has_val:
             raise ConfigError(f"method 'tau_norm' chooses tau on a validation split, and stage-one run "
                               f"'{cfg.stage1_run}' has none: rerun stage one with val_per_class > 0 (e.g. 20)")
+        s1_recipe = METHODS.get(s1.get("method"))
+        if s1_recipe is not None and s1_recipe.head != "linear":
+            raise ConfigError(f"method 'tau_norm' rescales a linear classifier; stage-one run '{cfg.stage1_run}' "
+                              f"(method '{s1['method']}') has a {s1_recipe.head} head")
         if self.opt(cfg, "tau_metric") not in ("balanced accuracy", "top1"):
             raise ConfigError(f"extra key 'tau_metric' = {self.opt(cfg, 'tau_metric')!r}: allowed values are "
                               "balanced accuracy, top1")

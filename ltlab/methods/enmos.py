@@ -27,7 +27,8 @@ from ltlab.models.mixture import MixtureHead
 class EnMos(Recipe):
     name = "enmos"
     paper = "EnMos_debias / ReDebias (pengr0925/EnMos_debias; OpenReview SwRlpDKrY9)"
-    changes = "head: 3-softmax mixture with bias-free gate; loss: mixture NLL with log(C pi) in each component; predict without it"
+    changes = ("head: 3-softmax mixture with bias-free gate; loss: mixture NLL with log(C pi) in each component; "
+               "predict without it")
     extra_keys = {"enmos_components": (int, 3, "number of mixture components K")}
 
     def defaults(self, user: dict) -> dict:
@@ -50,7 +51,8 @@ class EnMos(Recipe):
         head = getattr(model, "_orig_mod", model).head
         k, c = head.components, head.num_classes
         w = head.fc.weight.detach().float().cpu().numpy()
-        return {"mos_weight": w.reshape(k, c, -1), "mos_bias": head.fc.bias.detach().float().cpu().numpy().reshape(k, c),
+        b = head.fc.bias.detach().float().cpu().numpy()
+        return {"mos_weight": w.reshape(k, c, -1), "mos_bias": b.reshape(k, c),
                 "mos_gate": head.gate.weight.detach().float().cpu().numpy()}
 
 

@@ -6,9 +6,11 @@ Zhong, Cui, Liu & Jia, "Improving Calibration for Long-Tailed Recognition", CVPR
 
 ``mislas`` with ``stage1_run`` is stage two only. Without it, ``prepare`` first trains stage one
 (method ``ce`` with mixup, MiSLAS's stage-one recipe) into ``<run_dir>_stage1`` (a finished one
-there is reused if its config matches; an unfinished one is resumed), then runs stage two with
-``stage1_run`` pointing at it. ``extra.mislas_stage1`` (a dict of config keys) overrides the
-stage-one config, e.g. ``{epochs: 100, milestones: [80, 90]}``; ``weight_decay`` is shared.
+there is reused if its config matches, epochs included; an unfinished one is resumed), then runs
+stage two with ``stage1_run`` pointing at it (so --restart of a ``mislas`` run restarts stage two
+only: delete ``<run_dir>_stage1`` to retrain stage one). ``extra.mislas_stage1`` (a dict of
+config keys) overrides the stage-one config, e.g. ``{epochs: 100, milestones: [80, 90]}``;
+``weight_decay`` is shared by both stages.
 
 Stage two (CIFAR): the stage-one classifier is fine-tuned (not re-initialised) under a learnable
 per-class scale f (init 1): logits = f * (W x + b). Loss: label-aware smoothing
@@ -129,7 +131,8 @@ class MiSLAS(Stage2Recipe):
             super().check(cfg)
         else:
             Recipe.check(self, cfg)
-            bad = [k for k in self.opt(cfg, "mislas_stage1") if k not in FIELDS or k in ("method", "run_dir", "run_name")]
+            fixed = ("method", "run_dir", "run_name")
+            bad = [k for k in self.opt(cfg, "mislas_stage1") if k not in FIELDS or k in fixed]
             if bad:
                 raise ConfigError(f"extra key 'mislas_stage1' sets {bad[0]!r}: allowed keys are config keys other "
                                   "than method, run_dir and run_name")
@@ -156,7 +159,8 @@ class MiSLAS(Stage2Recipe):
         s1_dir = s1.resolved_run_dir()
         if is_finished(s1_dir):
             saved = yaml.safe_load((s1_dir / "config.yaml").read_text())
-            diff = config_diff(saved, s1.to_dict())
+            # unlike a resume, a reused stage one must match in epochs too
+            diff = config_diff(saved, s1.to_dict(), ignore=("eval_every", "progress", "device", "run_dir", "compile"))
             if diff:
                 raise ConfigError(f"stage-one directory '{s1_dir}' holds a run that differs in {', '.join(diff)}; "
                                   "remove it, or point stage1_run at the stage-one run to use")

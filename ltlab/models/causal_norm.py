@@ -48,7 +48,8 @@ class CausalNormHead(nn.Module):
         super().__init__()
         if in_dim % heads:
             raise ValueError(f"feature size {in_dim} is not divisible by heads = {heads}")
-        self.tau, self.gamma, self.heads, self.mu, self.alpha = float(tau), float(gamma), int(heads), float(mu), float(alpha)
+        self.tau, self.gamma, self.heads = float(tau), float(gamma), int(heads)
+        self.mu, self.alpha = float(mu), float(alpha)
         stdv = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim).uniform_(-stdv, stdv))
         self.register_buffer("direction", torch.zeros(in_dim))

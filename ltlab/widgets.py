@@ -1,0 +1,294 @@
+"""Knob views of a finished run, and the ipywidgets that drive them in live JupyterLab.
+
+Each ``*_view(run, knob, ...)`` is a pure function of the run's saved predictions: it
+returns ``(Figure, dict of numbers)`` and is what batch notebooks call with the default
+knob values and what the tests check. The ``*_widget`` builders only wire sliders and
+dropdowns (``continuous_update=False``: one redraw per release, not per pixel dragged) to
+those views through ``interactive_output``; widgets do not survive papermill or HTML
+(papermill#400, ipywidgets#3713), so notebooks build them only when ``interactive`` is set.
+
+Predictions are read once per run and split and kept in memory (:func:`predictions`), so
+a redraw costs only the post-hoc arithmetic (milliseconds; see posthoc.benchmark_posthoc).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ltlab import metrics as M
+from ltlab import posthoc, posthoc_classifier, posthoc_tde, scores, shift, viz
+
+FAILURE_SCORES = ("msp", "energy", "residual_energy")
+
+
+# ----------------------------------------------------------------------- cached data
+
+@lru_cache(maxsize=4)   # a large benchmark run holds hundreds of MB of features
+def _load(path: str, split: str, mtime_ns: int) -> dict:
+    with np.load(Path(path) / "predictions" / f"{split}.npz") as z:
+        out = {k: z[k] for k in z.files}
+    for a in out.values():
+        a.setflags(write=False)   # shared between calls: nobody may modify the cache
+    return out
+
+
+def predictions(run, split: str = "test") -> dict:
+    """run.predictions(split), read once and cached (keyed by path and file mtime)."""
+    f = Path(run.path) / "predictions" / f"{split}.npz"
+    if not f.exists():
+        return run.predictions(split)    # raises the run's own FileNotFoundError
+    return _load(str(f.parent.parent.resolve()), split, f.stat().st_mtime_ns)
+
+
+def has_split(run, split: str) -> bool:
+    return (Path(run.path) / "predictions" / f"{split}.npz").exists()
+
+
+def _accuracy_numbers(logits, labels, counts) -> dict:
+    pred = np.asarray(logits).argmax(1)
+    c = len(counts)
+    out = {"top1": M.top1(pred, labels), "balanced_acc": M.balanced_accuracy(pred, labels, c)}
+    out.update(M.group_accuracy(M.per_class_accuracy(pred, labels, c), counts))
+    return out
+
+
+def _accuracy_figure(logits, labels, counts, title: str) -> Figure:
+    pca = M.per_class_accuracy(np.asarray(logits).argmax(1), labels, len(counts))
+    fig = viz.per_class_accuracy_vs_count(pca, counts)
+    fig.axes[0].set_title(title)
+    return fig
+
+
+# ----------------------------------------------------------------------- pure views
+
+def energy_view(run, T: float = 1.0, split: str = "test"):
+    """Score distributions (MSP, -E, residual energy at temperature T) for correct vs
+    incorrect predictions per group; numbers: AUROC and AURC of each score."""
+    p = predictions(run, split)
+    f, y = p["logits"], p["labels"]
+    fig = viz.score_distributions(f, y, p["train_counts"], scores=FAILURE_SCORES, T=T)
+    correct = f.argmax(1) == y
+    nums = {"T": float(T)}
+    for name in FAILURE_SCORES:
+        s = scores.SCORES[name](f, T=T)
+        nums[f"auroc_{name}"] = M.auroc(s, correct)
+        nums[f"aurc_{name}"] = M.aurc(s, correct)
+    return fig, nums
+
+
+def calibration_view(run, temperature: float = 1.0, split: str = "test", n_bins: int = 15):
+    """Reliability diagram of softmax(logits / temperature); numbers: accuracy, ECE, MCE,
+    RMSCE, classwise/adaptive ECE, NLL, Brier (from ltlab.analysis.calibration_row)."""
+    from ltlab.analysis import calibration_row
+
+    p = predictions(run, split)
+    z = posthoc.apply_temperature(p["logits"], temperature)
+    fig = viz.reliability_diagram(M.softmax(z), p["labels"], n_bins=n_bins,
+                                  title=f"{split}, T = {temperature:.3g}")
+    return fig, {"temperature": float(temperature), **calibration_row(z, p["labels"], n_bins)}
+
+
+def has_classifier(run) -> bool:
+    p = predictions(run, "test")
+    return "classifier_weight" in p and "features" in p and np.asarray(p["classifier_weight"]).ndim == 2
+
+
+def tau_view(run, tau: float = 1.0, split: str = "test"):
+    """tau-normalised classifier features @ (w / ||w||^tau).T, bias dropped (Decoupling);
+    figure: weight norms before/after; numbers: accuracy by group at this tau."""
+    p = predictions(run, split)
+    if "classifier_weight" not in p or "features" not in p:
+        raise ValueError(f"run '{run.path}' saved no classifier_weight/features: tau-norm needs a linear head")
+    W, counts = p["classifier_weight"], p["train_counts"]
+    z = posthoc_classifier.tau_norm_logits(p["features"], W, tau)
+    nums = {"tau": float(tau), **_accuracy_numbers(z, p["labels"], counts)}
+    fig = viz.weight_norms(W, counts, taus=(0.0, float(tau)) if tau != 0 else (0.0,))
+    fig.axes[0].set_title(f"Classifier weight norms; τ = {tau:g}: balanced accuracy "
+                          f"{100 * nums['balanced_acc']:.1f}%")
+    return fig, nums
+
+
+def is_tde(run) -> bool:
+    return "tde_weight" in predictions(run, "test")
+
+
+def tde_view(run, alpha: float | None = None, split: str = "test"):
+    """TDE logits recomputed for ``alpha`` (None: the run's own) from the saved features,
+    weight and direction; figure: per-class accuracy vs count."""
+    p = predictions(run, split)
+    if "tde_weight" not in p:
+        raise ValueError(f"run '{run.path}' is not a TDE run (no tde_weight in its predictions)")
+    a = float(p["tde_alpha"]) if alpha is None else float(alpha)
+    z = posthoc_tde.from_predictions(p, a)
+    nums = {"alpha": a, **_accuracy_numbers(z, p["labels"], p["train_counts"]),
+            "ece": M.ece(M.softmax(z), p["labels"])}
+    return _accuracy_figure(z, p["labels"], p["train_counts"], f"TDE, α = {a:g}"), nums
+
+
+def logit_adjust_view(run, tau: float = 1.0, split: str = "test"):
+    """Post-hoc logit adjustment f - tau log pi (pi: the prior the logits encode, see
+    shift.model_prior_counts; tau 0 = raw logits)."""
+    p = predictions(run, split)
+    src = shift.model_prior_counts(run.config, p["train_counts"], p)
+    z = posthoc.logit_adjust(p["logits"], src, tau)
+    nums = {"tau": float(tau), **_accuracy_numbers(z, p["labels"], p["train_counts"]),
+            "ece": M.ece(M.softmax(z), p["labels"])}
+    return _accuracy_figure(z, p["labels"], p["train_counts"], f"logit adjustment, τ = {tau:g}"), nums
+
+
+def source_counts(run, source: str = "auto") -> np.ndarray:
+    """The prior the run's logits encode: 'auto' (by method, shift.model_prior_counts),
+    'train' (the training counts) or 'uniform'."""
+    p = predictions(run, "test")
+    counts = np.asarray(p["train_counts"], dtype=np.float64)
+    if source == "auto":
+        return shift.model_prior_counts(run.config, counts, p)
+    if source == "train":
+        return counts
+    if source == "uniform":
+        return np.ones_like(counts)
+    raise ValueError(f"source prior {source!r}: expected auto, train or uniform")
+
+
+def prior_view(run, shift_name: str = "forward50", source: str = "auto", temperature: float = 1.0,
+               seed: int = 0, subsets: dict | None = None):
+    """One test distribution: its true class prior, the EM estimate (from
+    softmax(logits / temperature), no labels) and the source prior; accuracy by group
+    without correction, with the known prior and with the EM prior. ``subsets`` (e.g.
+    shift.list_shift_subsets) replaces the CIFAR-style subset."""
+    p = predictions(run, "test")
+    f, y, counts = p["logits"], p["labels"], p["train_counts"]
+    c = f.shape[1]
+    idx = subsets[shift_name] if subsets is not None else \
+        shift.shift_subset(y, *shift.parse_shift(shift_name), seed=seed, num_classes=c)
+    src = source_counts(run, source)
+    row = shift.shift_row(f[idx], y[idx], counts, src, em=False)
+    em_cols, q_hat = shift.em_columns(f[idx], y[idx], counts, src, temperature)
+    row.update(em_cols)
+    q_true = np.bincount(y[idx], minlength=c) / len(idx)
+    fig = _prior_figure(q_true, q_hat, posthoc.class_prior(src), counts, row, shift_name)
+    return fig, {"shift": shift_name, **row}
+
+
+def _prior_figure(q_true, q_hat, q_src, counts, row, name) -> Figure:
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    x = np.arange(len(order))
+    fig = Figure(figsize=(12.0, 4.2), layout="constrained")
+    ax_p, ax_a = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+    ax_p.plot(x, q_true[order], "-o", ms=3, color="black", label="true test prior q")
+    ax_p.plot(x, q_hat[order], "--s", ms=3, color="tab:purple",
+              label=f"EM estimate (TV {row['em_tv']:.3f}, {row['em_iter']} it.)")
+    ax_p.plot(x, q_src[order], ":", color="0.5", label="source prior (logits)")
+    ax_p.set_yscale("log")
+    ax_p.set(xlabel="class (by descending training count)", ylabel="class prior (log)",
+             title=f"{name}: n = {row['n']}")
+    ax_p.grid(alpha=0.3, which="both")
+    ax_p.legend(fontsize=8)
+    keys = ("none", "known", "em")
+    names = ("no correction", "known prior", "EM prior")
+    cats = ["all", *M.GROUPS]
+    width = 0.8 / len(keys)
+    for j, (k, lab) in enumerate(zip(keys, names)):
+        vals = [row[k]] + [row.get(f"{k}_{g}", np.nan) for g in M.GROUPS]
+        bars = ax_a.bar(np.arange(4) + (j - 1) * width, [100 * v for v in vals], width * 0.95,
+                        color=f"C{j}", label=lab)
+        ax_a.bar_label(bars, fmt="%.1f", fontsize=7, rotation=90, padding=2)
+    ax_a.set_xticks(np.arange(4), cats)
+    ax_a.set(ylim=(0, 115), ylabel="accuracy (%)", title="Accuracy on this distribution")
+    ax_a.grid(axis="y", alpha=0.3)
+    ax_a.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def leaderboard_view(board, metric: str = "balanced_acc"):
+    """Bars of one leaderboard metric (mean over seeds, std as error bars) per group."""
+    if f"{metric} mean" not in board:
+        raise ValueError(f"metric {metric!r} is not in the leaderboard")
+    mean, std = board[f"{metric} mean"].astype(float), board[f"{metric} std"].astype(float)
+    fig = Figure(figsize=(max(5.0, 0.9 * len(board) + 2.5), 4.0), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(board))
+    bars = ax.bar(x, mean.to_numpy(), yerr=np.nan_to_num(std.to_numpy()), capsize=4, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.3g}" for v in mean], padding=3, fontsize=8)
+    ax.set_xticks(x, [str(i) for i in board.index], rotation=20 if len(board) > 3 else 0,
+                  ha="right" if len(board) > 3 else "center")
+    ax.set(ylabel=metric, title=f"{metric}: mean ± std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    return fig, {"metric": metric, **{str(k): float(v) for k, v in mean.items()}}
+
+
+# ----------------------------------------------------------------------- widgets
+
+def show_view(result) -> None:
+    """Display a view's figure and its numbers (one-row table)."""
+    import pandas as pd
+    from IPython.display import display
+
+    fig, nums = result
+    display(fig)
+    display(pd.DataFrame([nums]))
+
+
+def _panel(view, run, controls: dict, **fixed):
+    import ipywidgets as w
+
+    def render(**knobs):
+        show_view(view(run, **knobs, **fixed))
+
+    out = w.interactive_output(render, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])
+
+
+def _slider(description, value, lo, hi, step, log=False):
+    import ipywidgets as w
+
+    kw = dict(description=description, continuous_update=False, readout_format=".3g",
+              style={"description_width": "initial"})
+    if log:   # temperatures: multiplicative knobs, a log slider spreads them evenly
+        return w.FloatLogSlider(value=value, base=10, min=np.log10(lo), max=np.log10(hi), step=step, **kw)
+    return w.FloatSlider(value=value, min=lo, max=hi, step=step, **kw)
+
+
+def energy_widget(run, T: float = 1.0, split: str = "test"):
+    return _panel(energy_view, run, {"T": _slider("energy T", T, 0.05, 20.0, 0.05, log=True)}, split=split)
+
+
+def calibration_widget(run, temperature: float = 1.0, split: str = "test"):
+    return _panel(calibration_view, run,
+                  {"temperature": _slider("temperature", temperature, 0.05, 20.0, 0.02, log=True)}, split=split)
+
+
+def tau_widget(run, tau: float = 1.0):
+    return _panel(tau_view, run, {"tau": _slider("tau-norm τ", tau, 0.0, 2.0, 0.05)})
+
+
+def tde_widget(run, alpha: float | None = None):
+    a = float(predictions(run)["tde_alpha"]) if alpha is None else alpha
+    return _panel(tde_view, run, {"alpha": _slider("TDE α", a, 0.0, 3.0, 0.05)})
+
+
+def logit_adjust_widget(run, tau: float = 1.0):
+    return _panel(logit_adjust_view, run, {"tau": _slider("logit adjustment τ", tau, -1.0, 3.0, 0.05)})
+
+
+def prior_widget(run, shift_name: str = "forward50", source: str = "auto", temperature: float = 1.0,
+                 subsets: dict | None = None):
+    import ipywidgets as w
+
+    names = list(subsets) if subsets is not None else shift.SHIFTS
+    controls = {"shift_name": w.Dropdown(options=names, value=shift_name, description="test prior"),
+                "source": w.Dropdown(options=["auto", "train", "uniform"], value=source,
+                                     description="logit prior"),
+                "temperature": _slider("EM temperature", temperature, 0.05, 20.0, 0.02, log=True)}
+    return _panel(prior_view, run, controls, subsets=subsets)
+
+
+def leaderboard_widget(board, metric: str = "balanced_acc"):
+    import ipywidgets as w
+
+    options = [c[:-5] for c in board.columns if c.endswith(" mean")]
+    return _panel(lambda b, metric: leaderboard_view(b, metric), board,
+                  {"metric": w.Dropdown(options=options, value=metric, description="metric")})

@@ -1,0 +1,59 @@
+# %% [markdown]
+# # Compare runs
+#
+# Many finished runs side by side. Runs whose configs agree on everything but the seed (and
+# paths) form one group; the leaderboard gives the mean ± std over its seeds (accuracy and ECE
+# in %, test split, last epoch). Unfinished runs (no summary.json) are never counted.
+
+# %% tags=["parameters"]
+run_dirs = []           # finished run directories
+skip_unfinished = True  # False refuses a list holding an unfinished run
+n_bins = 15             # confidence bins of the reliability diagrams
+interactive = False     # True in live JupyterLab: a metric dropdown
+
+# %%
+%matplotlib inline
+from IPython.display import display
+
+from ltlab import analysis, viz, widgets
+
+runs, skipped = analysis.load_finished(run_dirs, skip_unfinished)
+if skipped:
+    print(f"skipped {len(skipped)} unfinished run(s) (no summary.json): " + ", ".join(skipped))
+groups = analysis.group_runs(runs)
+board = analysis.leaderboard(runs)
+print(f"{len(runs)} finished runs in {len(groups)} group(s)")
+
+# %% [markdown]
+# ## Leaderboard (mean ± std over seeds)
+
+# %%
+analysis.format_leaderboard(board)
+
+# %%
+if interactive:
+    display(widgets.leaderboard_widget(board))
+else:
+    widgets.show_view(widgets.leaderboard_view(board, "balanced_acc"))
+
+# %% [markdown]
+# ## Shot groups side by side
+
+# %%
+analysis.group_bars_compare(board)
+
+# %% [markdown]
+# ## Reliability side by side (seeds pooled)
+
+# %%
+analysis.reliability_compare(groups, n_bins=n_bins)
+
+# %% [markdown]
+# ## Accuracy across test label distributions (mean over seeds)
+# Without correction and with the known test prior; CIFAR-style subsets of balanced test splits.
+
+# %%
+if all(r.config["dataset"] in ("demo", "cifar10_lt", "cifar100_lt") for r in runs):
+    display(viz.accuracy_across_shifts(analysis.shift_compare(groups)))
+else:
+    print("test-shift comparison needs CIFAR-style (balanced) test splits: see 04_test_shift per run")

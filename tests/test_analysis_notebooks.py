@@ -1,0 +1,212 @@
+"""Analysis notebooks under papermill on the shared demo run, and the ltlab.analysis tables."""
+import ast
+import io
+import json
+import runpy
+import shutil
+import sys
+import tokenize
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ltlab import analysis
+from ltlab import metrics as M
+from ltlab.evaluate import RunNotFinished, compute_summary, load_run
+
+from conftest import REPO
+
+NOTEBOOKS = ("02_energy", "03_calibration", "04_test_shift", "05_compare")
+
+
+@pytest.fixture(scope="module")
+def second_run(demo_run, tmp_path_factory):
+    """The demo run as if trained with seed 1: its logits perturbed, summary recomputed from them.
+
+    Cheaper than a second training run; what 05_compare and the leaderboard need is a second
+    finished run of the same config with another seed and other numbers."""
+    d = tmp_path_factory.mktemp("runs2") / "demo_ce_s1"
+    shutil.copytree(demo_run, d)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg.update(seed=1, run_dir=str(d))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rng = np.random.default_rng(1)
+    for split in ("val", "test"):
+        f = d / "predictions" / f"{split}.npz"
+        arrays = dict(np.load(f))
+        arrays["logits"] = (arrays["logits"] + rng.normal(scale=2.0, size=arrays["logits"].shape)).astype(np.float32)
+        np.savez(f, **arrays)
+    old = json.loads((d / "summary.json").read_text())
+    (d / "summary.json").write_text(json.dumps({**old, **compute_summary(d / "predictions", old["epochs"]),
+                                                "seed": 1}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def unfinished_run(demo_run, tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs3") / "demo_unfinished"
+    shutil.copytree(demo_run, d)
+    (d / "summary.json").unlink()
+    return d
+
+
+def _execute(name, out, **params):
+    import papermill
+
+    return papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                                      kernel_name="ltlab", cwd=str(REPO), progress_bar=False)
+
+
+def _outputs(nb):
+    texts, images = [], 0
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "error":
+                raise AssertionError(f"{o['ename']}: {o['evalue']}")
+            images += "image/png" in o.get("data", {})
+            texts.append(o.get("text", "") + o.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts), images
+
+
+# --------------------------------------------------------------------- notebook files
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_built_from_source_without_outputs(name, tmp_path):
+    built = tmp_path / f"{name}.ipynb"
+    argv = sys.argv
+    try:      # the build script reads sys.argv; in-process saves an interpreter start per notebook
+        sys.argv = ["build_notebook.py", str(REPO / "notebooks" / "src" / f"{name}.py"), str(built)]
+        runpy.run_path(str(REPO / "scripts" / "build_notebook.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == [c.source for c in nbformat.read(built, as_version=4).cells]
+    assert nb.metadata["kernelspec"]["name"] == "ltlab"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    src = params[0].source
+    names = set()
+    for stmt in ast.parse(src).body:        # literals only: papermill overrides them one by one
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+        ast.literal_eval(stmt.value)
+        names.add(stmt.targets[0].id)
+    assert "interactive" in names and ({"run_dir", "run_dirs"} & names)
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:      # papermill's parameter parser trips on these
+            assert not any(ch in tok.string for ch in "='\""), tok.string
+
+
+# --------------------------------------------------------------------- execution
+
+@pytest.mark.parametrize("name,min_images,expect", [
+    ("02_energy", 3, "AUROC"),
+    ("03_calibration", 4, "adaptive ECE"),
+    ("04_test_shift", 3, "forward50"),
+])
+def test_analysis_notebook_executes_on_the_demo_run(name, min_images, expect, demo_run, tmp_path):
+    nb = _execute(name, tmp_path / f"{name}.ipynb", run_dir=str(demo_run))
+    text, images = _outputs(nb)
+    assert images >= min_images and expect in text
+
+
+def test_compare_notebook_on_two_seeds_skips_unfinished(demo_run, second_run, unfinished_run, tmp_path):
+    nb = _execute("05_compare", tmp_path / "compare.ipynb",
+                  run_dirs=[str(demo_run), str(second_run), str(unfinished_run)])
+    text, images = _outputs(nb)
+    assert "skipped 1 unfinished" in text and "2 finished runs in 1 group" in text
+    assert "±" in text and images >= 4
+
+
+def test_unfinished_run_refused_by_a_notebook(unfinished_run, tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        _execute("02_energy", tmp_path / "refused.ipynb", run_dir=str(unfinished_run))
+    assert e.value.ename == "RunNotFinished" and "summary.json" in e.value.evalue
+
+
+def test_demo_analysis_experiment_is_valid():
+    from ltlab.batch import check_parameters, grid_points, load_experiments
+
+    spec = load_experiments(REPO / "experiments" / "demo_analysis.yaml")
+    for nb in spec["analysis"] + [spec["compare"]]:
+        assert (REPO / nb).is_file()
+    for name, params in grid_points(spec):
+        check_parameters(REPO / spec["notebook"], params, name)
+
+
+# --------------------------------------------------------------------- leaderboard
+
+def test_leaderboard_mean_and_std_over_seeds(demo_run, second_run, unfinished_run):
+    board = analysis.leaderboard([demo_run, second_run, unfinished_run])
+    assert board.attrs["skipped"] == [str(unfinished_run)]
+    assert list(board.index) == ["ce"] and board.loc["ce", "runs"] == 2 and board.loc["ce", "seeds"] == "0, 1"
+    s0, s1 = load_run(demo_run).summary, load_run(second_run).summary
+    assert board.loc["ce", "top1 mean"] == pytest.approx((s0["top1"] + s1["top1"]) / 2)
+    assert board.loc["ce", "ece std"] == pytest.approx(np.std([s0["ece"], s1["ece"]], ddof=1))
+    shown = analysis.format_leaderboard(board)
+    assert "±" in shown.loc["ce", "top1"]
+    with pytest.raises(RunNotFinished, match="summary.json"):
+        analysis.leaderboard([demo_run, unfinished_run], skip_unfinished=False)
+    with pytest.raises(RunNotFinished, match="no finished run"):
+        analysis.leaderboard([unfinished_run])
+    with pytest.raises(ValueError, match="run_dir is empty"):
+        analysis.open_run("")
+
+
+def test_groups_split_by_config_and_label_by_what_differs(demo_run, second_run):
+    runs, _ = analysis.load_finished([demo_run, second_run])
+    runs[1].config = {**runs[1].config, "lr": 0.05}
+    groups = analysis.group_runs(runs)
+    assert sorted(groups) == ["lr=0.05", "lr=0.1"]
+
+
+def test_compare_figures_and_shift_compare(demo_run, second_run):
+    runs, _ = analysis.load_finished([demo_run, second_run])
+    groups = analysis.group_runs(runs)
+    analysis.reliability_compare(groups)
+    analysis.group_bars_compare(analysis.leaderboard(runs))
+    table = analysis.shift_compare(groups)
+    assert list(table.columns) == ["ce (none)", "ce (known)"] and len(table) == 11
+    assert table.loc["uniform", "ce (none)"] == pytest.approx(np.mean([r.summary["top1"] for r in runs]))
+
+
+# --------------------------------------------------------------------- tables
+
+def _synthetic(n=600, c=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)) + 2.5 * np.eye(c)[y]
+    counts = np.array([300, 150, 90, 60, 30, 15, 10, 5])
+    return logits, y, counts
+
+
+def test_failure_table_matches_metrics():
+    logits, y, counts = _synthetic()
+    t = analysis.failure_table(logits, y, counts, T=2.0)
+    correct = logits.argmax(1) == y
+    s = -(-2.0 * np.log(np.exp(logits / 2.0).sum(1)))         # -E(x; T)
+    assert t.loc[("energy", "all"), "AUROC"] == pytest.approx(M.auroc(s, correct))
+    assert t.loc[("msp", "all"), "AURC x1000"] == pytest.approx(
+        1000 * M.aurc(np.exp(logits / 2).max(1) / np.exp(logits / 2).sum(1), correct))
+    few = M.shot_groups(counts)[y] == 2
+    assert t.loc[("msp", "few"), "n"] == few.sum()
+    assert set(t.index.get_level_values("group")) == {"all", "many", "medium", "few"}
+
+
+def test_calibration_table_raw_and_scaled():
+    logits, y, counts = _synthetic()
+    t = analysis.calibration_table(logits, y, counts, temperature=1.7)
+    raw, ts = "raw (T = 1)", "TS (T = 1.7)"
+    p = M.softmax(logits)
+    assert t.loc[(raw, "all"), "ECE"] == pytest.approx(M.ece(p, y))
+    assert t.loc[(raw, "all"), "classwise ECE"] == pytest.approx(M.classwise_ece(p, y))
+    assert t.loc[(ts, "all"), "NLL"] == pytest.approx(M.nll(logits / 1.7, y))
+    assert t.loc[(ts, "all"), "accuracy"] == t.loc[(raw, "all"), "accuracy"]
+    m = M.shot_groups(counts)[y] == 0
+    assert t.loc[(raw, "many"), "Brier"] == pytest.approx(M.brier(p[m], y[m]))
+    assert isinstance(analysis.calibration_table(logits, y, counts), pd.DataFrame)

@@ -1,0 +1,149 @@
+"""The knob views behind the notebook widgets, checked on a real demo run (and a synthetic TDE run)."""
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from ltlab import metrics as M
+from ltlab import posthoc, posthoc_tde, widgets
+from ltlab.evaluate import Run, load_run
+
+
+@pytest.fixture(scope="module")
+def run(demo_run):
+    return load_run(demo_run)
+
+
+def _check(result):
+    fig, nums = result
+    assert isinstance(fig, Figure) and isinstance(nums, dict)
+    return nums
+
+
+def test_predictions_are_cached_and_read_only(run):
+    a = widgets.predictions(run)
+    assert widgets.predictions(run) is a
+    np.testing.assert_array_equal(a["logits"], run.predictions("test")["logits"])
+    with pytest.raises(ValueError):
+        a["logits"][0, 0] = 1.0
+
+
+def test_calibration_view_at_t1_is_the_raw_summary(run):
+    nums = _check(widgets.calibration_view(run, 1.0))
+    assert nums["ECE"] == pytest.approx(run.summary["ece"], abs=1e-12)
+    assert nums["NLL"] == pytest.approx(run.summary["nll"], rel=1e-12)
+    assert nums["accuracy"] == pytest.approx(run.summary["top1"])
+    T = run.summary["temperature"]              # fitted on val by the run itself
+    assert _check(widgets.calibration_view(run, T))["ECE"] == pytest.approx(run.summary["ece_ts"], abs=1e-12)
+
+
+def test_energy_view_matches_the_summary_at_t1(run):
+    nums = _check(widgets.energy_view(run, 1.0))
+    for score in ("msp", "energy", "residual_energy"):
+        assert nums[f"auroc_{score}"] == pytest.approx(run.summary[f"auroc_{score}"], abs=1e-12)
+    assert nums["aurc_msp"] == pytest.approx(run.summary["aurc_msp"], abs=1e-12)
+    # temperature re-ranks energy across samples
+    assert _check(widgets.energy_view(run, 5.0))["T"] == 5.0
+
+
+def test_tau_view_at_zero_is_the_plain_classifier_without_bias(run):
+    p = run.predictions("test")
+    W, b, feats, y = p["classifier_weight"], p["classifier_bias"], p["features"], p["labels"]
+    # the premise: saved logits are features @ W.T + b
+    np.testing.assert_allclose(feats.astype(np.float64) @ W.T + b, p["logits"], rtol=1e-3, atol=1e-3)
+    nums = _check(widgets.tau_view(run, 0.0))
+    pred = (feats.astype(np.float64) @ W.T.astype(np.float64)).argmax(1)
+    assert nums["top1"] == M.top1(pred, y)
+    assert nums["balanced_acc"] == M.balanced_accuracy(pred, y, W.shape[0])
+    unit = W / np.linalg.norm(W, axis=1, keepdims=True)
+    assert _check(widgets.tau_view(run, 1.0))["top1"] == M.top1((feats @ unit.T).argmax(1), y)
+    assert widgets.has_classifier(run)
+
+
+def test_prior_view_uniform_is_the_balanced_test_set(run):
+    nums = _check(widgets.prior_view(run, "uniform"))
+    assert nums["n"] == len(run.predictions()["labels"]) == 1000
+    assert nums["none"] == pytest.approx(run.summary["top1"])
+    # CE logits encode the training prior: a uniform target prior is logit adjustment tau = 1
+    p = run.predictions()
+    la = posthoc.logit_adjust(p["logits"], p["train_counts"], 1.0).argmax(1)
+    assert nums["known"] == pytest.approx(M.top1(la, p["labels"]))
+    # logits read as already balanced: a uniform test prior changes nothing
+    flat = _check(widgets.prior_view(run, "uniform", source="uniform"))
+    assert flat["known"] == flat["none"]
+    fwd = _check(widgets.prior_view(run, "forward50"))
+    assert fwd["n"] == 276 and 0 <= fwd["em_tv"] <= 1
+
+
+def test_logit_adjust_view(run):
+    assert _check(widgets.logit_adjust_view(run, 0.0))["top1"] == pytest.approx(run.summary["top1"])
+
+
+def test_views_refuse_what_the_run_lacks(run, tmp_path):
+    with pytest.raises(ValueError, match="not a TDE run"):
+        widgets.tde_view(run, 1.0)
+    bare = tmp_path / "bare"
+    (bare / "predictions").mkdir(parents=True)
+    np.savez(bare / "predictions" / "test.npz", logits=np.zeros((4, 3)), labels=np.arange(4) % 3,
+             train_counts=np.array([5, 3, 1]))
+    r = Run(bare, {"method": "ce"}, {}, pd.DataFrame())
+    with pytest.raises(ValueError, match="classifier_weight"):
+        widgets.tau_view(r, 1.0)
+    with pytest.raises(ValueError, match="source prior"):
+        widgets.source_counts(r, "nonsense")
+
+
+@pytest.fixture
+def tde_run(tmp_path):
+    rng = np.random.default_rng(0)
+    n, c, d = 300, 5, 8
+    counts = np.array([100, 50, 20, 10, 5])
+    y = rng.integers(0, c, n)
+    W = rng.normal(size=(c, d))
+    feats = W[y] + 0.8 * rng.normal(size=(n, d)) + 1.5          # a shared offset: the "momentum" direction
+    direction = np.full(d, 1.5) + 0.1 * rng.normal(size=d)
+    arrays = dict(features=feats, tde_weight=W, tde_direction=direction, tde_alpha=np.float64(1.0),
+                  tde_tau=np.float64(16.0), tde_gamma=np.float64(1 / 32), tde_heads=np.int64(2))
+    logits = posthoc_tde.from_predictions(arrays)
+    (tmp_path / "predictions").mkdir()
+    np.savez(tmp_path / "predictions" / "test.npz", logits=logits, labels=y, train_counts=counts, **arrays)
+    return Run(tmp_path, {"method": "tde"}, {}, pd.DataFrame())
+
+
+def test_tde_view_recomputes_the_logits_for_alpha(tde_run):
+    p = tde_run.predictions()
+    own = _check(widgets.tde_view(tde_run))
+    assert own["alpha"] == 1.0 and own["top1"] == M.top1(p["logits"].argmax(1), p["labels"])
+    zero = _check(widgets.tde_view(tde_run, 0.0))
+    z0 = posthoc_tde.tde_logits(p["features"], p["tde_weight"], p["tde_direction"], 0.0, 16.0, 1 / 32, 2)
+    assert zero["top1"] == M.top1(z0.argmax(1), p["labels"])
+    assert widgets.is_tde(tde_run)
+
+
+def test_widget_builders_wrap_the_views(run, tde_run, capsys):
+    import ipywidgets as w
+
+    box = widgets.energy_widget(run, T=2.0)
+    assert isinstance(box, w.VBox)
+    slider = box.children[0].children[0]
+    assert slider.value == pytest.approx(2.0) and slider.continuous_update is False
+    capsys.readouterr()
+    slider.value = 1.0                           # the callback runs the view again
+    shown = capsys.readouterr().out              # outside a kernel, display() prints
+    assert "Figure(" in shown and f"{run.summary['auroc_msp']:.6f}" in shown   # the T = 1 numbers
+    box = widgets.prior_widget(run, shift_name="backward10")
+    shift_dd, source_dd, _ = box.children[0].children
+    assert shift_dd.value == "backward10" and "uniform" in shift_dd.options
+    source_dd.value = "uniform"
+    for b in (widgets.calibration_widget(run), widgets.tau_widget(run, tau=0.5),
+              widgets.logit_adjust_widget(run), widgets.tde_widget(tde_run)):
+        assert isinstance(b, w.VBox) and b.children[0].children[0].continuous_update is False
+
+
+def test_leaderboard_view():
+    board = pd.DataFrame({"balanced_acc mean": [0.5, 0.4], "balanced_acc std": [0.01, np.nan]},
+                         index=pd.Index(["ce", "bs"], name="group"))
+    fig, nums = widgets.leaderboard_view(board, "balanced_acc")
+    assert nums["ce"] == 0.5 and isinstance(fig, Figure)
+    with pytest.raises(ValueError, match="not in the leaderboard"):
+        widgets.leaderboard_view(board, "top5")
