@@ -67,7 +67,7 @@ def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, secon
         p = predict(model, data.eval_loader(split), recipe, amp_dtype=amp_dtype, features=True)
         atomic_savez(pred_dir / f"{split}.npz", train_counts=np.asarray(data.train_counts, dtype=np.int64),
                      **exported, **p)
-    summary = compute_summary(pred_dir, epochs=cfg.epochs)
+    summary = compute_summary(pred_dir, epochs=cfg.epochs if recipe.trains else 0)  # post-hoc: no epochs ran
     metrics_csv = Path(run_dir) / "metrics.csv"
     train_seconds = float(pd.read_csv(metrics_csv)["seconds"].sum()) if metrics_csv.exists() else float(seconds)
     summary.update({

@@ -58,7 +58,7 @@ def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     assert (out / "method-ce.html").exists() and (out / "method-no_such_method.html").exists()
     assert "method-no_such_method.html" in html and "failed" in html and "no_such_method" in html
     report = (out / "method-ce.html").read_text()
-    assert "<img" in report or "image/png" in report          # figures made it into the report
+    assert report.count("<img") >= 4                           # the figures made it into the report
     assert "ltlab.fit(" not in report                          # input cells are hidden
     # a second invocation skips the finished run and retries the failed one
     mtime = (out / "method-ce.ipynb").stat().st_mtime

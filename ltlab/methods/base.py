@@ -6,7 +6,7 @@ import torch.nn as nn
 from ltlab.config import ConfigError
 from ltlab.losses import LOSSES
 from ltlab.models import build_model
-from ltlab.samplers import build_sampler
+from ltlab.samplers import SAMPLER_EXTRA_KEYS, build_sampler, check_sampler_extra
 
 METHODS: dict[str, "Recipe"] = {}
 
@@ -34,22 +34,30 @@ class Recipe:
         """Config defaults of this method; `user` is what the user gave (to pick per dataset)."""
         return {}
 
+    def known_extra(self) -> dict:
+        """This method's knobs plus the sampler knobs every method may set."""
+        return {**SAMPLER_EXTRA_KEYS, **self.extra_keys}
+
     def check(self, cfg) -> None:
+        known = self.known_extra()
         for key, value in cfg.extra.items():
-            if key not in self.extra_keys:
-                allowed = ", ".join(self.extra_keys) or "none"
-                raise ConfigError(f"unknown extra key '{key}' for method '{self.name}'; allowed: {allowed}")
-            typ = self.extra_keys[key][0]
+            if key not in known:
+                raise ConfigError(f"unknown extra key '{key}' for method '{self.name}'; allowed: {', '.join(known)}")
+            typ = known[key][0]
             if typ is float and isinstance(value, int) and not isinstance(value, bool):
                 continue
             if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
                 raise ConfigError(f"extra key '{key}' = {value!r}: expected {typ.__name__}")
+        try:
+            check_sampler_extra(cfg)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.needs_stage1 and not cfg.stage1_run:
             raise ConfigError(f"method '{self.name}' is a stage-two method: set stage1_run to a finished stage-one run directory")
 
     def opt(self, cfg, key):
         """An extra knob's value, or its default."""
-        return cfg.extra.get(key, self.extra_keys[key][1])
+        return cfg.extra.get(key, self.known_extra()[key][1])
 
     def prepare(self, cfg, *, resume=False):
         """Before anything else in fit(): may run prerequisite runs (a stage one) and

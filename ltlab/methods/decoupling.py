@@ -27,7 +27,6 @@ from ltlab.methods.base import METHODS, register
 from ltlab.methods.stage2 import Stage2Recipe, read_stage1_config
 from ltlab.models.heads import LinearHead
 from ltlab.posthoc_classifier import NCM_VARIANTS, TAU_GRID, choose_tau, ncm_centroids, tau_norm_weights
-from ltlab.samplers import SAMPLER_EXTRA_KEYS, check_sampler_extra
 
 BN_MODES = ("update", "frozen")
 CIFAR_STAGE2 = {"epochs": 10, "schedule": "cosine", "warmup_epochs": 0, "lr": 0.1, "batch_size": 128,
@@ -110,17 +109,10 @@ class _Decoupled(Stage2Recipe):
         d.update(self.stage2_extra)
         return d
 
-    def check(self, cfg):
-        super().check(cfg)
-        try:
-            check_sampler_extra(cfg)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
 
 
 class _Retrained(_Decoupled):
-    extra_keys = {**SAMPLER_EXTRA_KEYS,
-                  "bn_mode": (str, "update", "update: re-estimate the frozen backbone's BN statistics on the "
+    extra_keys = {"bn_mode": (str, "update", "update: re-estimate the frozen backbone's BN statistics on the "
                                              "stage-two batches (Decoupling's code); frozen: keep stage one's")}
 
     def check(self, cfg):

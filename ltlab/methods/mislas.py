@@ -43,7 +43,6 @@ from ltlab.config import FIELDS, ConfigError
 from ltlab.losses_multi import LAS_SHAPES, LabelAwareSmoothing
 from ltlab.methods.base import Recipe, register
 from ltlab.methods.stage2 import DATA_KEYS, Stage2Recipe
-from ltlab.samplers import SAMPLER_EXTRA_KEYS, check_sampler_extra
 
 # dataset -> {imb_factor: (eps_head, eps_tail, lr_factor)}, shift_bn
 _CIFAR10 = ({100: (0.3, 0.0, 0.5), 50: (0.2, 0.0, 0.2), 10: (0.1, 0.0, 0.2)}, False)
@@ -113,7 +112,6 @@ class MiSLAS(Stage2Recipe):
         "mislas_lr_factor": (float, 0.5, "classifier lr = lr_factor x lr (default: per-dataset table)"),
         "mislas_shift_bn": (bool, False, "re-estimate BN running statistics in stage two (default: table)"),
         "mislas_stage1": (dict, {}, "overrides of the stage-one config when stage1_run is empty"),
-        **SAMPLER_EXTRA_KEYS,
     }
 
     def defaults(self, user: dict) -> dict:
@@ -139,10 +137,6 @@ class MiSLAS(Stage2Recipe):
         if self.opt(cfg, "mislas_las_shape") not in LAS_SHAPES:
             raise ConfigError(f"extra key 'mislas_las_shape' = {self.opt(cfg, 'mislas_las_shape')!r}: allowed "
                               f"values are {', '.join(LAS_SHAPES)}")
-        try:
-            check_sampler_extra(cfg)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
         if cfg.mixup_alpha > 0:
             raise ConfigError("config key 'mixup_alpha' > 0 with method 'mislas': stage two trains without mixup; "
                               "set the stage-one mixup in extra.mislas_stage1")

@@ -99,7 +99,8 @@ def load_weights(model: nn.Module, path: str) -> None:
         else:
             raise KeyError(f"{type(model).__name__} has no backbone to load")
     except (KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).strip().splitlines()[:2]]   # the header and the first mismatch
+        first = " ".join(lines)[:240] or type(e).__name__
         raise ConfigError(f"config key 'weights' = '{path}' does not fit this model ({first})") from None
 
 

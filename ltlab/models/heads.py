@@ -32,7 +32,9 @@ class CosineHead(nn.Module):
         self.scale = scale
 
     def forward(self, f):
-        cos = F.normalize(f.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
+        # fp32 even under bf16 autocast: cosines near 1 need the mantissa before the x30 scale
+        with torch.autocast(f.device.type, enabled=False):
+            cos = F.normalize(f.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
         return {"logits": self.scale * cos}
 
 

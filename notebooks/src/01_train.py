@@ -20,11 +20,12 @@ device = "auto"         # auto | cpu | cuda
 eval_every = 5          # epochs between test evaluations for the learning curves
 stage1_run = ""         # stage-two methods: the finished stage-one run directory
 run_dir = ""            # empty: runs/DATASET_METHOD_ifIF_sSEED
-overrides = {}          # any other config key, e.g. {"mixup_alpha": 1.0, "val_per_class": 10}
+overrides = {}          # any other config key and value, for example mixup_alpha or val_per_class
 resume = True           # continue an interrupted run found in run_dir
 restart = False         # discard what run_dir holds and start over
 
 # %%
+%matplotlib inline
 import pandas as pd
 
 import ltlab
