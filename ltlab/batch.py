@@ -6,12 +6,17 @@ An experiments YAML names a notebook, base parameters and a grid:
     notebook: notebooks/01_train.ipynb
     parameters: {dataset: demo, epochs: 15}
     grid: {method: [ce, balanced_softmax], seed: [0, 1]}
+    runs:                              # optional: named runs, each crossed with the grid
+      - {name: stage1, parameters: {method: ce}}
+      - {name: crt, parameters: {method: crt, stage1_run: "@stage1"}}
     analysis: [notebooks/02_energy.ipynb]    # optional, executed per finished run
     compare: notebooks/05_compare.ipynb      # optional, once per batch over all runs
 
 Every grid point runs in its own papermill execution; a failure is recorded and the
 batch goes on. A run counts as done only when its run directory has summary.json and it
 was made with the same parameters; a second invocation executes only the others.
+A string parameter "@NAME" is the run directory of the run NAME of the same grid point,
+which must come earlier in `runs` (so a stage-two run names its stage one).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import yaml
 from ltlab.config import ConfigError, load_yaml
 from ltlab.io import atomic_write_json, atomic_write_text
 
-KEYS = {"name", "notebook", "parameters", "grid", "analysis", "compare", "kernel", "runs_root", "timeout"}
+KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout"}
 SUMMARY_COLUMNS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll", "seconds")
 
 
@@ -48,6 +53,17 @@ def load_experiments(path) -> dict:
     for key, values in spec["grid"].items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"experiments file '{path}': grid key '{key}' must be a non-empty list, got {values!r}")
+    runs = spec.setdefault("runs", [])
+    names = []
+    for r in runs:
+        if not isinstance(r, dict) or set(r) - {"name", "parameters"} or not isinstance(r.get("name"), str):
+            raise ConfigError(f"experiments file '{path}': each entry of 'runs' must be {{name: str, parameters: {{...}}}}, "
+                              f"got {r!r}")
+        for key, value in (r.get("parameters") or {}).items():
+            if isinstance(value, str) and value.startswith("@") and value[1:] not in names:
+                raise ConfigError(f"experiments file '{path}': run '{r['name']}' parameter '{key}' = '{value}' names "
+                                  f"no earlier run; allowed: {', '.join('@' + n for n in names) or 'none'}")
+        names.append(r["name"])
     return spec
 
 
@@ -71,14 +87,30 @@ def check_parameters(notebook, params: dict, where: str) -> None:
                               f"allowed: {', '.join(known)}")
 
 
+def _run_name(run: str, gname: str) -> str:
+    return ("_".join(n for n in (run, gname) if n) or "run").replace("/", "-").replace(" ", "")
+
+
 def grid_points(spec: dict) -> list[tuple[str, dict]]:
+    """(run name, parameters) in execution order: each named run (if any) crossed with the grid.
+    A parameter '@NAME' becomes '@' + the full name of run NAME at the same grid point."""
     keys = list(spec["grid"])
     points = []
     for values in itertools.product(*(spec["grid"][k] for k in keys)) if keys else [()]:
         point = dict(zip(keys, values))
-        name = "_".join(f"{k}-{v}" for k, v in point.items()) or "run"
-        points.append((name.replace("/", "-").replace(" ", ""), {**spec["parameters"], **point}))
+        gname = "_".join(f"{k}-{v}" for k, v in point.items())
+        for r in spec.get("runs") or [{"name": "", "parameters": {}}]:
+            params = {**spec["parameters"], **(r.get("parameters") or {}), **point}
+            params = {k: "@" + _run_name(v[1:], gname) if isinstance(v, str) and v.startswith("@") else v
+                      for k, v in params.items()}
+            points.append((_run_name(r["name"], gname), params))
     return points
+
+
+def resolve_refs(params: dict, runs_root: Path) -> dict:
+    """'@NAME' -> the run directory of run NAME of this batch."""
+    return {k: str((runs_root / v[1:]).resolve()) if isinstance(v, str) and v.startswith("@") else v
+            for k, v in params.items()}
 
 
 def _digest(params: dict) -> str:
@@ -145,7 +177,7 @@ def run_batch(experiments, reports="reports", rerun=False) -> Path:
     records = []
     for name, params in points:
         run_dir = (runs_root / name).resolve()
-        params = {**params, "run_dir": str(run_dir)}
+        params = {**resolve_refs(params, runs_root), "run_dir": str(run_dir)}
         status_file = out_dir / f"{name}.status.json"
         prev = json.loads(status_file.read_text()) if status_file.exists() else {}
         digest = _digest(params)

@@ -26,3 +26,33 @@ def demo_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("runs") / "demo_ce"
     return ltlab.fit(demo_config(run_dir))
+
+
+def small_demo(monkeypatch, *, train_cap=None, train_every=1, test_cap=None, val_cap=None):
+    """Shrink `dataset: demo` inside ltlab.fit for end-to-end tests of methods: per class keep
+    every `train_every`-th training image (up to `train_cap`), the first `test_cap` test and
+    `val_cap` val images. The code path is the real one; only the data is smaller."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    import ltlab.train as T
+
+    real = T.build_data
+
+    def keep(y, every=1, cap=None):
+        y = y.cpu().numpy()
+        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[::every][:cap] for c in np.unique(y)]))
+
+    def small(cfg, device):
+        b = real(cfg, device)
+        tr, te = keep(b.train_y, train_every, train_cap), keep(b.test_y, cap=test_cap)
+        kw = dict(train_x=b.train_x[tr], train_y=b.train_y[tr], test_x=b.test_x[te], test_y=b.test_y[te],
+                  train_counts=np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64))
+        if b.val_x is not None and val_cap is not None:
+            va = keep(b.val_y, cap=val_cap)
+            kw.update(val_x=b.val_x[va], val_y=b.val_y[va])
+        return dataclasses.replace(b, **kw)
+
+    monkeypatch.setattr(T, "build_data", small)

@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -11,30 +9,9 @@ from ltlab.losses_multi import BalPoELoss, expert_taus
 from ltlab.models import num_parameters
 from ltlab.models.experts import ExpertResNetCifar
 
+from conftest import small_demo
+
 COUNTS = np.array([50, 20, 5, 1])
-
-
-def _small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2):
-    """dataset: demo cut to a few images per class, so an end-to-end epoch takes seconds on CPU."""
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def keep(y, k):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr, te = keep(b.train_y, train_cap), keep(b.test_y, test_cap)
-        kw = dict(train_x=b.train_x[tr], train_y=b.train_y[tr], test_x=b.test_x[te], test_y=b.test_y[te],
-                  train_counts=np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64))
-        if b.val_x is not None:
-            va = keep(b.val_y, val_cap)
-            kw.update(val_x=b.val_x[va], val_y=b.val_y[va])
-        return dataclasses.replace(b, **kw)
-
-    monkeypatch.setattr(T, "build_data", small)
 
 
 def test_tau_list_spacing():
@@ -112,7 +89,7 @@ def test_end_to_end_saved_logits_are_the_expert_mean(tmp_path, monkeypatch):
     from ltlab.methods import METHODS
     from ltlab.train import fit
 
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     cfg = {"method": "balpoe", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "b"),
            "progress": False, "extra": {"balpoe_experts": 2}}
     run = fit(cfg)

@@ -65,3 +65,34 @@ def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     index2 = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
     assert (out / "method-ce.ipynb").stat().st_mtime == mtime
     assert "ok (cached)" in index2.read_text()
+
+
+def test_named_runs_crossed_with_grid_and_references():
+    spec = {"parameters": {"epochs": 1}, "grid": {"seed": [0, 1]},
+            "runs": [{"name": "s1", "parameters": {"method": "ce"}},
+                     {"name": "crt", "parameters": {"method": "crt", "stage1_run": "@s1"}}]}
+    pts = grid_points(spec)
+    assert [n for n, _ in pts] == ["s1_seed-0", "crt_seed-0", "s1_seed-1", "crt_seed-1"]
+    assert pts[3][1] == {"epochs": 1, "method": "crt", "stage1_run": "@s1_seed-1", "seed": 1}
+    from pathlib import Path
+
+    from ltlab.batch import resolve_refs
+    assert resolve_refs(pts[3][1], Path("/r/b"))["stage1_run"] == "/r/b/s1_seed-1"
+
+
+def test_reference_to_a_later_run_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'@s2' names no earlier run; allowed: @s1"):
+        load_experiments(_write(tmp_path, {"name": "t", "notebook": NB, "runs": [
+            {"name": "s1", "parameters": {}}, {"name": "x", "parameters": {"stage1_run": "@s2"}},
+            {"name": "s2", "parameters": {}}]}))
+
+
+def test_methods_experiment_names_every_method():
+    from ltlab.methods import METHODS
+
+    spec = load_experiments(REPO / "experiments" / "cifar10_lt_methods.yaml")
+    methods = {p["method"] for _, p in grid_points(spec)}
+    assert methods == set(METHODS)
+    for name, params in grid_points(spec):
+        check = __import__("ltlab.batch", fromlist=["check_parameters"]).check_parameters
+        check(REPO / spec["notebook"], params, name)

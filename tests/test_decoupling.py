@@ -17,32 +17,7 @@ from ltlab.models import build_model
 from ltlab.posthoc_classifier import (TAU_GRID, choose_tau, ncm_centroids, ncm_logits, ncm_transform,
                                       tau_norm_logits, tau_norm_weights)
 
-from conftest import demo_config
-
-
-def _small_demo(monkeypatch, every=4, test_per_class=20):
-    """dataset: demo thinned to every k-th training image of each class (still long-tailed,
-    312 images) and 20 test images a class, so a demo epoch costs a quarter; val is kept."""
-    import dataclasses
-
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def thin(y, keep):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[keep(np.sum(y == c))]
-                                                for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr = thin(b.train_y, lambda n: slice(0, n, every))
-        te = thin(b.test_y, lambda n: slice(0, test_per_class))
-        counts = np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64)
-        return dataclasses.replace(b, train_x=b.train_x[tr], train_y=b.train_y[tr], train_counts=counts,
-                                   test_x=b.test_x[te], test_y=b.test_y[te])
-
-    monkeypatch.setattr(T, "build_data", small)
+from conftest import demo_config, small_demo
 
 
 # ------------------------------------------------------------------------------ tau-norm
@@ -215,7 +190,7 @@ def _bn_buffers(state):
 
 
 def test_crt_demo_run(tmp_path, demo_run, monkeypatch):
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_every=4, test_cap=20)
     run = _stage2(tmp_path, demo_run, "crt", extra={"cb_epoch": "n"})
     s1 = load_checkpoint(demo_run / "checkpoint.pt")["model"]
     s2 = load_checkpoint(run.path / "checkpoint.pt")["model"]
@@ -229,7 +204,7 @@ def test_crt_demo_run(tmp_path, demo_run, monkeypatch):
 
 
 def test_lws_demo_run(tmp_path, demo_run, monkeypatch):
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_every=4, test_cap=20)
     run = _stage2(tmp_path, demo_run, "lws", extra={"cb_epoch": "n", "bn_mode": "frozen"})
     s1 = load_checkpoint(demo_run / "checkpoint.pt")["model"]
     s2 = load_checkpoint(run.path / "checkpoint.pt")["model"]

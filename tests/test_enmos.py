@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -10,30 +8,9 @@ from ltlab.losses import LogitAdjustedCE
 from ltlab.losses_multi import MixtureDebiasNLL
 from ltlab.models.mixture import MixtureHead
 
+from conftest import small_demo
+
 COUNTS = np.array([60, 25, 10, 5])
-
-
-def _small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2):
-    """dataset: demo cut to a few images per class, so an end-to-end epoch takes seconds on CPU."""
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def keep(y, k):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr, te = keep(b.train_y, train_cap), keep(b.test_y, test_cap)
-        kw = dict(train_x=b.train_x[tr], train_y=b.train_y[tr], test_x=b.test_x[te], test_y=b.test_y[te],
-                  train_counts=np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64))
-        if b.val_x is not None:
-            va = keep(b.val_y, val_cap)
-            kw.update(val_x=b.val_x[va], val_y=b.val_y[va])
-        return dataclasses.replace(b, **kw)
-
-    monkeypatch.setattr(T, "build_data", small)
 
 
 def _np_logsumexp(a, axis):
@@ -92,7 +69,7 @@ def test_recipe_defaults():
 def test_end_to_end_prediction_without_prior(tmp_path, monkeypatch):
     from ltlab.train import fit
 
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     run = fit({"method": "enmos", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "e"),
                "progress": False})
     assert (run / "summary.json").is_file()

@@ -15,34 +15,9 @@ from ltlab.losses import (LOSSES, CrossEntropy, FocalLoss, LDAMLoss, LogitAdjust
 from ltlab.metrics import balanced_accuracy
 from ltlab.models import CosineHead
 
-from conftest import demo_config
+from conftest import demo_config, small_demo
 
 COUNTS = [100, 10, 1]
-
-
-def _small_demo(monkeypatch, every=4, test_per_class=20):
-    """dataset: demo thinned to every k-th training image of each class (still long-tailed,
-    312 images) and 20 test images a class, so a demo epoch costs a quarter; val is kept."""
-    import dataclasses
-
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def thin(y, keep):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[keep(np.sum(y == c))]
-                                                for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr = thin(b.train_y, lambda n: slice(0, n, every))
-        te = thin(b.test_y, lambda n: slice(0, test_per_class))
-        counts = np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64)
-        return dataclasses.replace(b, train_x=b.train_x[tr], train_y=b.train_y[tr], train_counts=counts,
-                                   test_x=b.test_x[te], test_y=b.test_y[te])
-
-    monkeypatch.setattr(T, "build_data", small)
 
 
 def _batch(seed=0, n=16, c=3, scale=3.0):
@@ -206,7 +181,7 @@ def test_ldam_head_uses_the_loss_scale():
     ("ldam_drw", {"drw_epoch": 0}),          # DRW on from epoch 1, so the weighted path runs
 ])
 def test_baseline_demo_run(tmp_path, monkeypatch, method, extra):
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_every=4, test_cap=20)
     run_dir = ltlab.fit(demo_config(tmp_path / method, method=method, epochs=1, extra=extra))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == method and summary["epochs"] == 1 and summary["train_size"] == 312

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import math
 
@@ -12,28 +11,7 @@ from ltlab.losses_multi import LabelAwareSmoothing, las_epsilons
 from ltlab.methods import METHODS
 from ltlab.methods.mislas import ScaledClassifier, mislas_table, stage1_config
 
-
-def _small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2):
-    """dataset: demo cut to a few images per class, so an end-to-end epoch takes seconds on CPU."""
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def keep(y, k):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr, te = keep(b.train_y, train_cap), keep(b.test_y, test_cap)
-        kw = dict(train_x=b.train_x[tr], train_y=b.train_y[tr], test_x=b.test_x[te], test_y=b.test_y[te],
-                  train_counts=np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64))
-        if b.val_x is not None:
-            va = keep(b.val_y, val_cap)
-            kw.update(val_x=b.val_x[va], val_y=b.val_y[va])
-        return dataclasses.replace(b, **kw)
-
-    monkeypatch.setattr(T, "build_data", small)
+from conftest import small_demo
 
 
 # ------------------------------------------------------------------ label-aware smoothing
@@ -108,7 +86,7 @@ def test_end_to_end_both_stages_and_shifted_bn(tmp_path, monkeypatch):
     from ltlab.io import load_checkpoint
     from ltlab.train import fit
 
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     base = {"method": "mislas", "dataset": "demo", "device": "cpu", "epochs": 1, "progress": False}
     run = fit({**base, "run_dir": str(tmp_path / "m"),
                "extra": {"mislas_shift_bn": True, "mislas_stage1": {"epochs": 1}}})

@@ -1,4 +1,3 @@
-import dataclasses
 import math
 
 import numpy as np
@@ -9,28 +8,7 @@ from ltlab.config import ConfigError, from_dict
 from ltlab.models.causal_norm import CausalNormHead
 from ltlab.posthoc_tde import choose_alpha, from_predictions, tde_logits
 
-
-def _small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2):
-    """dataset: demo cut to a few images per class, so an end-to-end epoch takes seconds on CPU."""
-    import ltlab.train as T
-
-    real = T.build_data
-
-    def keep(y, k):
-        y = y.cpu().numpy()
-        return torch.from_numpy(np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)]))
-
-    def small(cfg, device):
-        b = real(cfg, device)
-        tr, te = keep(b.train_y, train_cap), keep(b.test_y, test_cap)
-        kw = dict(train_x=b.train_x[tr], train_y=b.train_y[tr], test_x=b.test_x[te], test_y=b.test_y[te],
-                  train_counts=np.bincount(b.train_y[tr].cpu().numpy(), minlength=b.num_classes).astype(np.int64))
-        if b.val_x is not None:
-            va = keep(b.val_y, val_cap)
-            kw.update(val_x=b.val_x[va], val_y=b.val_y[va])
-        return dataclasses.replace(b, **kw)
-
-    monkeypatch.setattr(T, "build_data", small)
+from conftest import small_demo
 
 
 def _hand_tde(x, w, d, alpha, tau, gamma, heads):
@@ -141,7 +119,7 @@ def test_end_to_end_posthoc_reproduces_saved_logits(tmp_path, monkeypatch):
     from ltlab.io import load_checkpoint
     from ltlab.train import fit
 
-    _small_demo(monkeypatch)
+    small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     run = fit({"method": "tde", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "tde"),
                "progress": False, "extra": {"tde_alpha": 1.5}})
     assert (run / "summary.json").is_file()

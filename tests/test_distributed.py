@@ -1,0 +1,280 @@
+"""torchrun / DDP on CPU (gloo): N processes compute what one process computes.
+
+BatchNorm: under torchrun ltlab takes BatchNorm statistics over the global batch (torch's
+SyncBatchNorm on CUDA, ltlab.distributed.CpuSyncBatchNorm on gloo), so a two-process run is
+the one-process run up to float summation order; these tests compare with tolerances that
+are of the size of that noise (a one-process run with 1 vs 2 threads differs as much).
+Multi-process parts run under torchrun in a subprocess with a timeout, so a hang fails the
+test instead of stalling CI.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ltlab
+from ltlab import distributed as D
+from ltlab.samplers import ClassBalancedSampler, SqrtSampler
+
+from conftest import demo_config
+
+BIN = Path(sys.executable).parent
+
+
+def _torchrun(args, nproc, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    launcher = [str(BIN / "torchrun")] if (BIN / "torchrun").exists() else [sys.executable, "-m", "torch.distributed.run"]
+    r = subprocess.run(launcher + ["--standalone", f"--nproc_per_node={nproc}"] + args, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+# ---------------------------------------------------------------------------- in one process
+@pytest.mark.parametrize("make", [lambda y, c: None, lambda y, c: ClassBalancedSampler(y, c),
+                                  lambda y, c: SqrtSampler(y, c)])
+def test_sharded_sampler_splits_one_global_order(make):
+    labels = np.repeat(np.arange(4), [7, 4, 2, 1])
+    counts = np.bincount(labels)
+    world, epoch = 3, 5
+    shares, positions = [], []
+    for rank in range(world):
+        g = torch.Generator().manual_seed(123)          # every process seeds the same generator
+        idx, pos = D.ShardedSampler(make(labels, counts), len(labels), rank, world).share(epoch, g, "cpu")
+        shares.append(idx)
+        positions.append(pos)
+    g = torch.Generator().manual_seed(123)
+    order = D.ShardedSampler(make(labels, counts), len(labels)).global_order(epoch, g, "cpu")
+    assert len({len(s) for s in shares}) == 1                                  # equal steps on every rank
+    allpos = torch.cat(positions)
+    assert len(set(allpos.tolist())) == len(allpos)                           # disjoint positions
+    assert set(allpos.tolist()) >= set(range(len(order)))                     # covering the order
+    for idx, pos in zip(shares, positions):
+        assert torch.equal(idx, order[pos % len(order)])
+    assert len(D.ShardedSampler(make(labels, counts), len(labels), 0, world)) == len(shares[0])
+
+
+def test_shard_bounds_cover_each_item_once():
+    for n in (0, 1, 2, 7, 10, 1000):
+        for world in (1, 2, 3, 8):
+            bounds = [D.shard_bounds(n, r, world) for r in range(world)]
+            assert [i for s, e in bounds for i in range(s, e)] == list(range(n))
+
+
+class _Batches:
+    def __init__(self, xs, ys):
+        self.xs, self.ys = xs, ys
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return len(self.xs)
+
+    def __iter__(self):
+        return iter(zip(self.xs, self.ys))
+
+
+class _Out(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return {"logits": self.lin(x)}
+
+
+def test_accumulation_equals_the_full_batch():
+    """accum_steps micro-batches (uneven, and a short last batch) give the full-batch gradient."""
+    from ltlab.losses import CrossEntropy
+    from ltlab.methods import METHODS
+    from ltlab.train import train_one_epoch
+
+    torch.manual_seed(1)
+    x, y = torch.randn(11, 6), torch.randint(0, 3, (11,))
+    batches = _Batches(list(x.split(4)), list(y.split(4)))             # 4, 4, 3
+    results = []
+    for accum in (1, 2, 3):
+        m = _Out()
+        opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+        steps = D.StepBatches(batches, accum=accum)
+        loss, bad = train_one_epoch(m, steps, CrossEntropy(), opt, METHODS["ce"], epoch=1, seed=0)
+        results.append((loss, m.lin.weight.detach().clone()))
+    for loss, w in results[1:]:
+        assert loss == pytest.approx(results[0][0], rel=1e-6)
+        assert torch.allclose(w, results[0][1], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- under torchrun
+WORKER = textwrap.dedent('''
+    import copy, json, sys
+    import numpy as np, torch
+    from ltlab import distributed as D
+    from ltlab.losses import CrossEntropy
+    from ltlab.methods import METHODS
+    from ltlab.models import LTNet
+    from ltlab.models.heads import LinearHead
+    from ltlab.train import train_one_epoch
+
+    torch.set_num_threads(1)
+    ctx = D.setup(torch.device("cpu"))
+    rank, world = ctx.rank, ctx.world
+    res = {}
+
+    # gathering: N not divisible by world, and N smaller than world (an empty shard)
+    full, labels = np.arange(21, dtype=np.float32).reshape(7, 3), np.arange(7)
+    s, e = D.shard_bounds(7, rank, world)
+    got = D.gather_arrays({"logits": full[s:e], "labels": labels[s:e]})
+    res["gather"] = bool(np.array_equal(got["logits"], full) and np.array_equal(got["labels"], labels))
+    s, e = D.shard_bounds(2, rank, world)
+    got = D.gather_arrays({"x": full[s:e]} if e > s else None)
+    res["gather_small"] = bool(np.array_equal(got["x"], full[:2]))
+
+    class Backbone(torch.nn.Module):
+        def __init__(self, bn=True):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.bn = torch.nn.BatchNorm2d(4) if bn else torch.nn.Identity()
+            self.out_dim = 4
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x))).mean((2, 3))
+
+    def net(bn=True):
+        torch.manual_seed(0)
+        return LTNet(Backbone(bn), LinearHead(4, 3))
+
+    # exact evaluation: this rank's shard of 10 images, gathered = one process's predictions
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    ys = torch.arange(10) % 3
+    data = type("Data", (), {"test_x": imgs, "test_y": ys, "mean": (0.5,) * 3, "std": (0.25,) * 3,
+                             "channels_last": False})()
+    m = net()
+    from ltlab.data.gpu_loader import GpuLoader
+    from ltlab.evaluate import predict
+    ref = predict(m, GpuLoader(imgs, ys, 4, train=False, mean=data.mean, std=data.std, channels_last=False),
+                  METHODS["ce"])
+    got = D.predict_sharded(m, D.eval_loader(data, "test", ctx), METHODS["ce"])
+    res["eval_n"] = len(got["labels"])
+    res["eval_exact"] = bool(np.array_equal(got["labels"], ref["labels"])
+                             and np.allclose(got["logits"], ref["logits"], atol=1e-6)
+                             and np.allclose(got["features"], ref["features"], atol=1e-6))
+
+    # a DDP epoch = a one-process epoch: uneven shards (13 = 5 + 5 + 3), BatchNorm over the
+    # global batch, and accumulation (without BatchNorm, whose batches it changes)
+    x = torch.randn(13, 3, 6, 6, generator=gen)
+    y = torch.randint(0, 3, (13,), generator=gen)
+    class Batches:
+        def __init__(self, bs): self.bs = bs
+        def set_epoch(self, e): pass
+        def __len__(self): return len(x.split(self.bs))
+        def __iter__(self): return iter(zip(x.split(self.bs), y.split(self.bs)))
+    for name, bn, bs, accum in (("syncbn", True, 5, 1), ("accum", False, 9, 2)):
+        ref_m = net(bn)
+        ddp_m = D.convert_sync_bn(copy.deepcopy(ref_m), torch.device("cpu"))
+        opt_r = torch.optim.SGD(ref_m.parameters(), lr=0.1, momentum=0.9)
+        opt_d = torch.optim.SGD(ddp_m.parameters(), lr=0.1, momentum=0.9)
+        loss_r, _ = train_one_epoch(ref_m, Batches(bs), CrossEntropy(), opt_r, METHODS["ce"], epoch=1, seed=0)
+        steps = D.StepBatches(Batches(bs), rank=rank, world=world, accum=accum)
+        loss_d, _ = train_one_epoch(D.wrap(ddp_m, ctx), steps, CrossEntropy(), opt_d, METHODS["ce"], epoch=1,
+                                    seed=0)
+        sd_r, sd_d = ref_m.state_dict(), ddp_m.state_dict()
+        res[name] = max(float((sd_r[k].float() - sd_d[k].float()).abs().max()) for k in sd_r)
+        res[name + "_loss"] = abs(loss_r - loss_d)
+    with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:   # one file each: stdout lines interleave
+        json.dump(res, f)
+    D.destroy(ctx)
+''')
+
+
+def test_distributed_pieces_under_torchrun(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    _torchrun([str(script), str(tmp_path)], nproc=3, timeout=300)
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    for res in rows:
+        assert res["gather"] and res["gather_small"]
+        assert res["eval_n"] == 10 and res["eval_exact"]
+        assert res["syncbn"] < 1e-5 and res["syncbn_loss"] < 1e-5
+        assert res["accum"] < 1e-5 and res["accum_loss"] < 1e-5
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """ltlab train under torchrun (2 gloo processes, stopped after epoch 1 and resumed) gives
+    the one-process run's metrics at the same global batch."""
+    kw = dict(epochs=2, eval_every=1, lr=0.005, schedule="constant", warmup_epochs=0, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as each torchrun process: fewer sources of float-order noise
+    try:
+        one = ltlab.fit(demo_config(tmp_path / "one", **kw))
+    finally:
+        torch.set_num_threads(threads)
+    two = tmp_path / "two"
+    ltlab_bin = [str(BIN / "ltlab")] if (BIN / "ltlab").exists() else ["-m", "ltlab.cli"]
+    args = ltlab_bin + ["train", "dataset=demo", "device=cpu", f"run_dir={two}"] + \
+        [f"{k}={v}" for k, v in kw.items() if k != "epochs"]
+    _torchrun(args + ["epochs=1"], nproc=2)
+    (two / "summary.json").unlink()                      # as if it had stopped after epoch 1
+    _torchrun(args + ["epochs=2", "--resume"], nproc=2)
+
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert set(s1) == set(s2)                            # same summary keys as finish_run
+    for k in ("top1", "balanced_acc", "many", "medium", "few", "ece"):
+        assert s2[k] == pytest.approx(s1[k], abs=0.02), k
+    assert s2["nll"] == pytest.approx(s1["nll"], rel=0.05)
+    z1, z2 = (np.load(d / "predictions" / "test.npz") for d in (one, two))
+    assert np.array_equal(z1["labels"], z2["labels"]) and z2["logits"].shape == (1000, 10)   # every image once
+    assert np.load(two / "predictions" / "val.npz")["labels"].shape == (200,)
+    m1, m2 = (pd.read_csv(d / "metrics.csv") for d in (one, two))
+    assert list(m2["epoch"]) == [1, 2] and list(m2["world_size"]) == [2, 2] and list(m2["effective_batch"]) == [128] * 2
+    assert np.allclose(m2["train_loss"], m1["train_loss"], rtol=1e-3)
+    state = torch.load(two / "checkpoint.pt", weights_only=True)
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])   # loads in one process
+
+
+def _image_tree(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per in (("train", 4), ("test", 3)):
+        lines = []
+        for c in range(3):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(per):
+                img = (rng.random((40, 40, 3)) * 60 + 80 * c).astype(np.uint8)
+                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg")
+                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    return root
+
+
+def test_list_dataset_under_torchrun(tmp_path):
+    """The DataLoader path: each process decodes only its share of every global batch (same
+    images, same crops as one process) and the test shards are gathered in list order."""
+    root = _image_tree(tmp_path / "imgs")
+    kw = {"dataset": "list", "data_root": str(root), "train_list": "train.txt", "test_list": "test.txt",
+          "img_size": 32, "batch_size": 4, "epochs": 2, "eval_every": 2, "lr": 0.01, "warmup_epochs": 0,
+          "device": "cpu", "num_workers": 1, "progress": False}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = ltlab.fit({**kw, "run_dir": str(tmp_path / "one")})
+    finally:
+        torch.set_num_threads(threads)
+    two = tmp_path / "two"
+    ltlab_bin = [str(BIN / "ltlab")] if (BIN / "ltlab").exists() else ["-m", "ltlab.cli"]
+    _torchrun(ltlab_bin + ["train", f"run_dir={two}"] + [f"{k}={v}" for k, v in kw.items()], nproc=2)
+    z1, z2 = (np.load(d / "predictions" / "test.npz") for d in (one, two))
+    assert z2["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert np.allclose(z1["logits"], z2["logits"], atol=1e-3, rtol=1e-3)
+    m1, m2 = (pd.read_csv(d / "metrics.csv") for d in (one, two))
+    assert np.allclose(m1["train_loss"], m2["train_loss"], rtol=1e-4)
