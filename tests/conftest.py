@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -56,3 +57,14 @@ def small_demo(monkeypatch, *, train_cap=None, train_every=1, test_cap=None, val
         return dataclasses.replace(b, **kw)
 
     monkeypatch.setattr(T, "build_data", small)
+
+
+def tiny_folder(root, train=(24, 16, 12, 9, 7, 5, 4, 3, 2, 2), val=2, test=5):
+    """A long-tailed image folder (train/val/test) of original demo JPEGs, 84 training images."""
+    demo = REPO / "data" / "demo"
+    for split, counts in (("train", train), ("val", [val] * 10), ("test", [test] * 10)):
+        for c, cdir in enumerate(sorted((demo / split).iterdir())):
+            (root / split / cdir.name).mkdir(parents=True)
+            for f in sorted(cdir.iterdir())[: counts[c]]:
+                shutil.copyfile(f, root / split / cdir.name / f.name)
+    return root

@@ -4,27 +4,16 @@ The runs read a small long-tailed image folder cut from the demo set (24 down to
 images a class) through `dataset: folder`, so that the 15 notebook executions cost about as
 much as their kernel start-ups."""
 import json
-import shutil
 
 import yaml
 
 from ltlab.batch import run_batch
 from ltlab.methods import METHODS
 
-from conftest import REPO
+from conftest import REPO, tiny_folder
 
 ONE_STAGE = ["ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "tde", "balpoe", "enmos", "mislas"]
 STAGE_TWO = ["crt", "lws", "tau_norm", "ncm"]
-
-
-def tiny_folder(root, train=(24, 16, 12, 9, 7, 5, 4, 3, 2, 2), val=2, test=5):
-    demo = REPO / "data" / "demo"
-    for split, counts in (("train", train), ("val", [val] * 10), ("test", [test] * 10)):
-        for c, cdir in enumerate(sorted((demo / split).iterdir())):
-            (root / split / cdir.name).mkdir(parents=True)
-            for f in sorted(cdir.iterdir())[: counts[c]]:
-                shutil.copyfile(f, root / split / cdir.name / f.name)
-    return root
 
 
 def test_every_method_through_papermill(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ restart = False         # discard what run_dir holds and start over
 # %%
 %matplotlib inline
 import pandas as pd
+from IPython.display import display
 
 import ltlab
 from ltlab import viz
@@ -50,7 +51,10 @@ print(run_dir)
 pd.Series(run.summary, dtype=object).to_frame("value")
 
 # %%
-viz.learning_curves(run.metrics)
+if len(run.metrics):
+    display(viz.learning_curves(run.metrics))
+else:
+    print(f"{cfg.method} is post hoc: no training epochs, no learning curves")
 
 # %% [markdown]
 # ## Accuracy by class frequency
