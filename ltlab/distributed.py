@@ -138,10 +138,11 @@ class _AllReduceSum(torch.autograd.Function):
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """Global-batch BatchNorm for gloo on CPU, where torch's SyncBatchNorm refuses CPU input.
 
-    The statistics are the per-channel sum, sum of squares and count, summed over processes
-    (one all-reduce), so they equal BatchNorm's over the whole batch; running statistics are
-    updated as BatchNorm does (unbiased variance, same momentum). Used for CPU runs and tests;
-    CUDA runs use nn.SyncBatchNorm.
+    Two passes, like BatchNorm itself: the per-channel sums and counts are summed over
+    processes to give the global mean, then the squared deviations from it (E[x^2] - E[x]^2
+    in one pass loses digits to cancellation in float32, enough to make a two-process run
+    drift from a one-process one). Running statistics are updated as BatchNorm does
+    (unbiased variance, same momentum). Used for CPU runs and tests; CUDA uses nn.SyncBatchNorm.
     """
 
     def forward(self, x):
@@ -151,11 +152,10 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float()
         c = xf.shape[1]
-        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_full((1,), xf.numel() / c)])
-        stats = _AllReduceSum.apply(local)
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), xf.new_full((1,), xf.numel() / c)]))
         count = stats[-1]
         mean = stats[:c] / count
-        var = (stats[c:2 * c] / count - mean * mean).clamp_min(0)
+        var = _AllReduceSum.apply(((xf - mean.view(shape)) ** 2).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -114,12 +114,13 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
                     loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
                 (loss if w == 1.0 else loss * w).backward()
             loss = loss.detach()
-            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+            bad = ~torch.isfinite(loss) & (first_bad < 0)
+            first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             # w / world per micro-batch: summed over micro-batches and processes, the global-batch mean
             total += loss if (w == 1.0 and steps.world == 1) else loss * (w / steps.world)
         optimizer.step()
         n_steps += 1
-    if D.is_distributed():
+    if steps.world > 1:   # each process summed its share of every step's loss
         torch.distributed.all_reduce(total)
         torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)
     return (total / max(n_steps, 1)).item(), int(first_bad.item())
@@ -277,7 +278,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     if cfg.progress:
         D.log(f"ltlab: {world} process(es) x {cfg.accum_steps} accumulation step(s) x "
               f"{cfg.batch_size // (world * cfg.accum_steps)} images = effective batch {cfg.batch_size}, "
-              f"lr {cfg.lr:g}" + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
+              f"lr {cfg.lr:g}"
+              + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
 
     # CUDA graphs cannot hold DDP's gradient all-reduce, so 'auto' compiles without them under torchrun
     mode = "on" if ctx.distributed and cfg.compile == "auto" and device.type == "cuda" else cfg.compile

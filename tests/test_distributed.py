@@ -45,8 +45,13 @@ def _torchrun(args, nproc, timeout=300):
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            # SIGTERM first: the torchrun agent then stops its workers (they run in sessions of
+            # their own, out of reach of a signal to this group); SIGKILL whatever is left
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"torchrun did not finish in {timeout} s (a hung collective?): {args}")
         if proc.returncode == 0 or not any(t in err for t in TRANSIENT):   # retry only a port clash
             break

@@ -1,18 +1,15 @@
 """Split-list datasets: ImageNet-LT, Places-LT, iNaturalist 2018 and user-given lists.
 
-A split list has one ``relative/path/to/image label`` line per image (the OLTR /
-classifier-balancing format every long-tailed codebase uses), plain or gzip'd; paths are
-relative to ``data_root``, which holds the user's own copy of the images. Class counts, and
-with them many/medium/few, come from the training list.
+A split list has one ``relative/path/to/image label`` line per image (the OLTR / Decoupling
+format), plain or gzip'd, paths relative to ``data_root`` (the user's copy of the images).
+Class counts, and with them many/medium/few, come from the training list.
 
-Images are decoded with PIL in DataLoader workers (pinned memory, persistent workers) with
-the Decoupling recipe: RandomResizedCrop(img_size) + horizontal flip + ColorJitter(0.4, 0.4,
-0.4, 0) for training, Resize(img_size * 256/224) + CenterCrop(img_size) for evaluation. Workers
-return uint8 tensors; the copy to the device and the normalisation happen in the loader, so
-the training loop sees the same ``(x, y)`` batches as from the GPU-resident loader.
-
-Augmentation is seeded per image from (seed, epoch, position in the epoch's order), so an
-epoch is reproducible whatever the number of workers or processes, and after a resume.
+PIL decoding and the Decoupling augmentation (RandomResizedCrop + flip + ColorJitter(0.4, 0.4,
+0.4, 0); test Resize(img_size*256/224) + CenterCrop) run in DataLoader workers, which return
+uint8; the loader copies to the device and normalises there, so the training loop sees the
+same ``(x, y)`` batches as from the GPU-resident loader. Augmentation is seeded per image from
+(seed, epoch, position in the epoch's order): reproducible for any number of workers or
+processes, and after a resume.
 """
 from __future__ import annotations
 
@@ -254,15 +251,11 @@ class ListDataset(Dataset):
         except OSError as e:
             raise DataError(f"image '{path}' unreadable ({type(e).__name__}: {e})") from None
         if seed is None:
-            x = self.transform(img)
-        elif get_worker_info() is None:
-            with torch.random.fork_rng(devices=[]):   # in the main process: leave its RNG alone
-                torch.manual_seed(seed)
-                x = self.transform(img)
-        else:
-            torch.manual_seed(seed)                   # torchvision draws from the global torch RNG
-            x = self.transform(img)
-        return x, int(self.split.labels[i])
+            return self.transform(img), int(self.split.labels[i])
+        # torchvision draws from the global torch RNG; in the main process (no workers) leave it as it was
+        with torch.random.fork_rng(devices=[], enabled=get_worker_info() is None):
+            torch.manual_seed(seed)
+            return self.transform(img), int(self.split.labels[i])
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)   # odd 64-bit constant: spreads neighbouring positions apart
@@ -392,7 +385,8 @@ class ListBundle:
                 raise DataError("split 'val' is absent for this dataset: set val_list to a list file")
             pos = np.arange(len(lst))
         else:
-            raise DataError(f"split {split!r}: expected one of train, val, test{''.join(', ' + s for s in self.test_shifts)}")
+            names = ", ".join(["train", "val", "test", *self.test_shifts])
+            raise DataError(f"split {split!r}: expected one of {names}")
         if shard is not None:
             s, e = shard_bounds(len(pos), *shard)
             pos = pos[s:e]
@@ -404,14 +398,10 @@ class ListBundle:
 
 def _class_names(train: SplitList, num_classes: int) -> list:
     """Each class's name: the folder of its first training image (wnid, scene, species id)."""
+    classes, first = np.unique(train.labels, return_index=True)
     names = [str(c) for c in range(num_classes)]
-    first = {}
-    for i, c in enumerate(train.labels.tolist()):
-        first.setdefault(c, i)
-    for c, i in first.items():
-        parent = os.path.basename(os.path.dirname(train.path(i)))
-        if parent:
-            names[c] = parent
+    for c, i in zip(classes.tolist(), first.tolist()):
+        names[c] = os.path.basename(os.path.dirname(train.path(i))) or names[c]
     return names
 
 

@@ -67,7 +67,8 @@ def load_weights(model: nn.Module, path: str) -> None:
 
     Nothing is downloaded: ``path`` is a file the user has. The checkpoint's classifier
     (``fc.*``, ImageNet's 1,000 classes; ``head.*`` of an ltlab checkpoint) is dropped, since
-    the run's head is built for its own classes; every other backbone tensor must fit, or a ConfigError names what does not.
+    the run's head is built for its own classes; every other backbone tensor must fit, or a
+    ConfigError names what does not.
     Works for LTNet backbones and for the multi-expert ResNets (shared trunk + every expert).
     """
     import torch
