@@ -79,7 +79,9 @@ def main(argv=None) -> int:
 
             cfg = config_mod.load(args.config, args.overrides)
             run_dir = fit(cfg, resume=args.resume, restart=args.restart, force=args.force)
-            print(run_dir)
+            from ltlab.io import is_main
+            if is_main():   # under torchrun, one line, not one per process
+                print(run_dir)
         elif args.command == "eval":
             from ltlab.evaluate import compute_summary, load_run
             from ltlab.io import atomic_write_json

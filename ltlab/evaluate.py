@@ -57,16 +57,24 @@ def compute_summary(pred_dir: Path, epochs: int | None = None) -> dict:
 
 
 def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, seconds=0.0,
-               peak_host_mb=None, peak_device_mb=None) -> dict:
-    """Save predictions for every split there is, then summary.json, last."""
+               peak_host_mb=None, peak_device_mb=None, predict_split=None, main=True) -> dict | None:
+    """Save predictions for every split there is, then summary.json, last.
+
+    predict_split(split) -> predict()'s dict; the default predicts here, torchrun passes a
+    sharded one. Only the main process (main=True) writes the summary."""
+    if predict_split is None:
+        def predict_split(split):
+            return predict(model, data.eval_loader(split), recipe, amp_dtype=amp_dtype, features=True)
     pred_dir = Path(run_dir) / "predictions"
     exported = recipe.export(model)
     for split in ("val", "test"):
         if split == "val" and data.val_x is None:
             continue
-        p = predict(model, data.eval_loader(split), recipe, amp_dtype=amp_dtype, features=True)
+        p = predict_split(split)
         atomic_savez(pred_dir / f"{split}.npz", train_counts=np.asarray(data.train_counts, dtype=np.int64),
                      **exported, **p)
+    if not main:
+        return None
     summary = compute_summary(pred_dir, epochs=cfg.epochs if recipe.trains else 0)  # post-hoc: no epochs ran
     metrics_csv = Path(run_dir) / "metrics.csv"
     train_seconds = float(pd.read_csv(metrics_csv)["seconds"].sum()) if metrics_csv.exists() else float(seconds)

@@ -26,9 +26,8 @@ from ltlab import config as config_mod
 from ltlab import distributed as D
 from ltlab.config import RunConfig
 from ltlab.data import build_data
-from ltlab.evaluate import compute_summary, finish_run
-from ltlab.io import (CheckpointError, atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, is_main,
-                      load_checkpoint)
+from ltlab.evaluate import finish_run
+from ltlab.io import CheckpointError, atomic_torch_save, atomic_write_text, is_main, load_checkpoint
 from ltlab.methods import METHODS
 from ltlab.metrics import balanced_accuracy, ece_from_logits, top1
 from ltlab.models import load_weights
@@ -70,6 +69,12 @@ def lr_at(cfg: RunConfig, epoch: int) -> float:
     return cfg.lr
 
 
+def _quiet(progress: bool) -> dict:
+    """tqdm kwargs: off when progress is off; otherwise left to tqdm, so TQDM_DISABLE=1 (CI,
+    `ltlab batch`) still silences it (an explicit disable=False would override the variable)."""
+    return {} if progress else {"disable": True}
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.RandomState:
     return np.random.RandomState([seed, epoch, 7])
 
@@ -95,7 +100,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
     total = torch.zeros((), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     n_steps = 0
-    bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not progress, mininterval=2)
+    bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, mininterval=2, **_quiet(progress))
     for step, micro in enumerate(bar):
         optimizer.zero_grad(set_to_none=True)
         for j, (x, y, w) in enumerate(micro):
@@ -118,6 +123,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
             first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             # w / world per micro-batch: summed over micro-batches and processes, the global-batch mean
             total += loss if (w == 1.0 and steps.world == 1) else loss * (w / steps.world)
+        if recipe.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
         optimizer.step()
         n_steps += 1
     if steps.world > 1:   # each process summed its share of every step's loss
@@ -287,7 +294,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
 
     last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
     show = cfg.progress and ctx.main
-    bar = tqdm(range(start_epoch, last_epoch + 1), desc=cfg.run_name or run_dir.name, disable=not show,
+    bar = tqdm(range(start_epoch, last_epoch + 1), desc=cfg.run_name or run_dir.name, **_quiet(show),
                initial=start_epoch - 1, total=last_epoch, mininterval=5)
     for epoch in bar:
         t0 = time.time()
@@ -312,38 +319,13 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     peak = {"seconds": time.time() - t_start,
             "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
-    if ctx.distributed:
+    sharded = None
+    if ctx.distributed:   # each process predicts a disjoint shard; every image counted once
         D.broadcast_buffers(model)
-        _finish_distributed(model, recipe, cfg, data, run_dir, ctx, amp_dtype=amp_dtype, **peak)
-    else:
-        finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, **peak)
+        sharded = lambda split: D.predict_sharded(model, D.eval_loader(data, split, ctx), recipe,  # noqa: E731
+                                                  amp_dtype=amp_dtype, features=True)
+    finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, predict_split=sharded, main=ctx.main, **peak)
     D.barrier()   # every process returns only once rank 0's summary.json exists
     return run_dir
 
 
-def _finish_distributed(model, recipe, cfg, data, run_dir: Path, ctx: D.Context, *, amp_dtype=None, seconds=0.0,
-                        peak_host_mb=None, peak_device_mb=None) -> None:
-    """evaluate.finish_run's artifacts, with each split predicted on disjoint shards and
-    gathered in order (every image once). The summary part mirrors finish_run; a test
-    checks that both write the same keys."""
-    pred_dir = Path(run_dir) / "predictions"
-    exported = recipe.export(model)
-    for split in ("val", "test"):
-        if split == "val" and data.val_x is None:
-            continue
-        p = D.predict_sharded(model, D.eval_loader(data, split, ctx), recipe, amp_dtype=amp_dtype, features=True)
-        atomic_savez(pred_dir / f"{split}.npz", train_counts=np.asarray(data.train_counts, dtype=np.int64),
-                     **exported, **p)
-    if not ctx.main:
-        return
-    summary = compute_summary(pred_dir, epochs=cfg.epochs)
-    metrics_csv = Path(run_dir) / "metrics.csv"
-    train_seconds = float(pd.read_csv(metrics_csv)["seconds"].sum()) if metrics_csv.exists() else float(seconds)
-    summary.update({
-        "seconds": round(train_seconds, 3),
-        "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
-        "imb_factor": cfg.imb_factor,
-        "peak_host_mb": None if peak_host_mb is None else round(float(peak_host_mb), 1),
-        "peak_device_mb": None if peak_device_mb is None else round(float(peak_device_mb), 1),
-    })
-    atomic_write_json(Path(run_dir) / "summary.json", summary)

@@ -430,7 +430,7 @@ def test_build_data_folder_and_unavailable(tmp_path):
         b0.eval_loader("val")
     with pytest.raises(DataError, match="needs|expected data_root"):
         build_data(RunConfig(dataset="folder"), "cpu")
-    with pytest.raises(DataError, match="'imagenet_lt' is not available yet"):
+    with pytest.raises(DataError, match="'imagenet_lt' with data_root = '': set data_root=FOLDER"):
         build_data(RunConfig(dataset="imagenet_lt"), "cpu")
 
 

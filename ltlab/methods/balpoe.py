@@ -17,7 +17,8 @@ removes the prior the ensemble targets (with mean tau = 1 the counts become unif
 log q is added, exactly as BalPoE does). ``balpoe_taus`` is exported into predictions/*.npz.
 
 Not reproduced: BalPoE's extra RandomRotation(15) augmentation (the ltlab loader does crop +
-flip only). The model exists for the CIFAR ResNet-32 only (model: resnet32).
+flip only). Models: the CIFAR ResNet-32 (shared stem + layer1, per-expert layer2-3) and the
+torchvision ResNets (shared stem + layer1-2, per-expert layer3-4; ltlab.models.experts_resnet).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 from ltlab.config import ConfigError
 from ltlab.losses_multi import BalPoELoss, expert_taus
 from ltlab.methods.base import Recipe, register
-from ltlab.models.experts import ExpertResNetCifar
+from ltlab.models.experts_resnet import EXPERT_MODELS, build_expert_model
 
 BALPOE_MIXUP = {"demo": 0.8, "cifar10_lt": 0.8, "cifar100_lt": 0.4}
 
@@ -57,9 +58,9 @@ class BalPoE(Recipe):
 
     def check(self, cfg) -> None:
         super().check(cfg)
-        if cfg.model != "resnet32":
-            raise ConfigError(f"config key 'model' = {cfg.model!r}: method 'balpoe' has the CIFAR multi-expert "
-                              "ResNet-32 only; use model=resnet32")
+        if cfg.model not in EXPERT_MODELS:
+            raise ConfigError(f"config key 'model' = {cfg.model!r}: method 'balpoe' has multi-expert versions of "
+                              f"{', '.join(EXPERT_MODELS)} only")
         m = self.opt(cfg, "balpoe_experts")
         if m < 1:
             raise ConfigError(f"extra key 'balpoe_experts' = {m}: must be >= 1")
@@ -72,7 +73,7 @@ class BalPoE(Recipe):
 
     def build_model(self, cfg, data):
         taus = self.taus(cfg)
-        model = ExpertResNetCifar(data.num_classes, experts=len(taus))
+        model = build_expert_model(cfg.model, data.num_classes, experts=len(taus))
         model.taus = taus   # a plain attribute: exported beside the predictions
         return model
 

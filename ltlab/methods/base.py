@@ -26,6 +26,7 @@ class Recipe:
     loss = "ce"
     needs_stage1 = False
     trains = True          # False: a post-hoc method, no epochs run (e.g. tau_norm, ncm)
+    clip_grad_norm = None  # max global gradient norm before each optimizer step (None: no clipping)
     # method-specific knobs in cfg.extra: name -> (type, default, help)
     extra_keys: dict = {}
 

@@ -10,7 +10,7 @@ the balanced posterior.
 
 CIFAR defaults come from the repo's unwired ``cifar10_lt_im100/En_debias_11.yaml`` (bs 128,
 lr 0.1, wd 2e-4, 200 epochs, x0.01 at 160 and 180), with ltlab's 5-epoch warm-up. The original
-clips gradients to max-norm 5; the ltlab loop has no clipping hook, so runs here do not clip.
+clips gradients to max-norm 5, and so does this recipe (``clip_grad_norm``).
 Backbone: ltlab's LDAM ResNet-32 (the repo's CIFAR model is a Google-LA bottleneck ResNet-32
 that no code path uses). The residual-energy gate (commented out upstream; it needs the label)
 is not implemented.
@@ -30,6 +30,7 @@ class EnMos(Recipe):
     changes = ("head: 3-softmax mixture with bias-free gate; loss: mixture NLL with log(C pi) in each component; "
                "predict without it")
     extra_keys = {"enmos_components": (int, 3, "number of mixture components K")}
+    clip_grad_norm = 5.0   # the original clips gradients at max-norm 5 (run_networks.py)
 
     def defaults(self, user: dict) -> dict:
         return {"batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "epochs": 200, "warmup_epochs": 5,

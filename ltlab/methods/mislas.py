@@ -76,7 +76,8 @@ def stage1_config(cfg) -> dict:
              "mixup_alpha": 0.2}
     d.update({k: getattr(cfg, k) for k in DATA_KEYS})
     d.update({k: getattr(cfg, k) for k in ("seed", "device", "amp", "channels_last", "compile", "eval_every",
-                                           "progress", "momentum", "weight_decay")})
+                                           "progress", "momentum", "weight_decay", "accum_steps", "sync_bn",
+                                           "num_workers", "weights")})
     d.update(dict(cfg.extra.get("mislas_stage1") or {}))
     run_dir = Path(str(cfg.resolved_run_dir()) + "_stage1")
     d.update({"method": "ce", "stage1_run": "", "run_dir": str(run_dir), "run_name": run_dir.name})
