@@ -7,7 +7,7 @@ import yaml
 from ltlab.batch import grid_points, load_experiments, run_batch
 from ltlab.config import ConfigError
 
-from conftest import REPO
+from conftest import REPO, tiny_folder
 
 NB = str(REPO / "notebooks" / "01_train.ipynb")
 
@@ -96,3 +96,38 @@ def test_methods_experiment_names_every_method():
     for name, params in grid_points(spec):
         check = __import__("ltlab.batch", fromlist=["check_parameters"]).check_parameters
         check(REPO / spec["notebook"], params, name)
+
+
+def test_ctrl_c_leaves_a_state_the_next_invocation_completes(tmp_path, monkeypatch):
+    """Ctrl-C during the second run: the first stays done, the second is marked interrupted,
+    and the next invocation executes only the second."""
+    import ltlab.batch as B
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"name": "cc", "notebook": NB,
+            "parameters": {"dataset": "folder", "data_root": str(tiny_folder(tmp_path / "tiny")), "epochs": 1,
+                           "device": "cpu", "batch_size": 16},
+            "grid": {"seed": [0, 1]}}
+    p = _write(tmp_path, spec)
+    real = B.execute
+    calls = []
+
+    def interrupt_second(notebook, out_ipynb, params, kernel, cwd, timeout=None):
+        calls.append(out_ipynb.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(notebook, out_ipynb, params, kernel, cwd, timeout)
+
+    monkeypatch.setattr(B, "execute", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(p, reports=str(tmp_path / "reports"))
+    out = tmp_path / "reports" / "cc"
+    assert json.loads((out / "seed-1.status.json").read_text())["status"] == "interrupted"
+    assert "interrupted" in (out / "index.html").read_text()
+    monkeypatch.setattr(B, "execute", real)
+    calls.clear()
+    monkeypatch.setattr(B, "execute", lambda *a, **k: (calls.append(a[1].name), real(*a, **k))[1])
+    index = run_batch(p, reports=str(tmp_path / "reports"))
+    assert calls == ["seed-1.ipynb"]                      # only the interrupted run executes again
+    html = index.read_text()
+    assert "ok (cached)" in html and html.count(">ok<") + html.count(">ok (cached)<") == 2
