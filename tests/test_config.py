@@ -63,3 +63,10 @@ def test_roundtrip_saved_config(tmp_path):
     cfg.save(tmp_path / "config.yaml")
     again = C.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again == cfg
+
+
+def test_shipped_train_config_loads():
+    from conftest import REPO
+
+    cfg = C.load(REPO / "experiments" / "cifar10_lt_ce.yaml", ["seed=1"])
+    assert cfg.dataset == "cifar10_lt" and cfg.method == "ce" and cfg.epochs == 200 and cfg.seed == 1
