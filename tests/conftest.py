@@ -68,3 +68,21 @@ def tiny_folder(root, train=(24, 16, 12, 9, 7, 5, 4, 3, 2, 2), val=2, test=5):
             for f in sorted(cdir.iterdir())[: counts[c]]:
                 shutil.copyfile(f, root / split / cdir.name / f.name)
     return root
+
+
+def image_tree(root, per_split=(("train", 4), ("test", 3))):
+    """3 classes of 40x40 JPEGs (class c is brighter with c) and a `path label` list per split."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per in per_split:
+        lines = []
+        for c in range(3):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(per):
+                img = (rng.random((40, 40, 3)) * 60 + 80 * c).astype(np.uint8)
+                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg")
+                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    return root

@@ -24,7 +24,7 @@ import ltlab
 from ltlab import distributed as D
 from ltlab.samplers import ClassBalancedSampler, SqrtSampler
 
-from conftest import demo_config
+from conftest import demo_config, image_tree
 
 BIN = Path(sys.executable).parent
 
@@ -262,26 +262,10 @@ def test_two_processes_match_one_process(tmp_path):
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])   # loads in one process
 
 
-def _image_tree(root):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, per in (("train", 4), ("test", 3)):
-        lines = []
-        for c in range(3):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(per):
-                img = (rng.random((40, 40, 3)) * 60 + 80 * c).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg")
-                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
-        (root / f"{split}.txt").write_text("".join(lines))
-    return root
-
-
 def test_list_dataset_under_torchrun(tmp_path):
     """The DataLoader path: each process decodes only its share of every global batch (same
     images, same crops as one process) and the test shards are gathered in list order."""
-    root = _image_tree(tmp_path / "imgs")
+    root = image_tree(tmp_path / "imgs")
     kw = {"dataset": "list", "data_root": str(root), "train_list": "train.txt", "test_list": "test.txt",
           "img_size": 32, "batch_size": 4, "epochs": 1, "lr": 0.001, "warmup_epochs": 0,
           "device": "cpu", "num_workers": 1, "progress": False}

@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import ltlab
 from ltlab.config import ConfigError, RunConfig
@@ -19,7 +18,7 @@ from ltlab.data.lists import (SPLITS_DIR, ListBundle, benchmark_lists, class_cou
                               shift_subsets_for_run, shot_list)
 from ltlab.metrics import shot_groups
 
-from conftest import SHARED
+from conftest import SHARED, image_tree
 
 SHIPPED = {"ImageNet_LT": 14, "Places_LT": 3, "Places_LT_v2": 14, "iNaturalist18": 6}
 
@@ -137,18 +136,7 @@ def test_read_list_formats_and_errors(tmp_path):
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """3 classes x 4 training images of 40x40 (plus val and test), with list files."""
-    root = tmp_path_factory.mktemp("tree")
-    rng = np.random.default_rng(0)
-    for split, per in (("train", 4), ("val", 1), ("test", 2)):
-        lines = []
-        for c in range(3):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(per):
-                img = (rng.random((40, 40, 3)) * 60 + 80 * c).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg")
-                lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
-        (root / f"{split}.txt").write_text("".join(lines))
-    return root
+    return image_tree(tmp_path_factory.mktemp("tree"), (("train", 4), ("val", 1), ("test", 2)))
 
 
 def _list_cfg(root, **kw):

@@ -34,7 +34,20 @@ class Expert(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.layer3(self.layer2(h)), 1), 1)
 
 
-class ExpertResNetCifar(nn.Module):
+class MultiExpert(nn.Module):
+    """BalPoE's forward over a shared trunk (`stem`) and `experts` that each have `features`
+    and a cosine `head`: expert logits (E, N, C), their mean, and the concatenated features."""
+
+    def forward(self, x):
+        h = self.stem(x)
+        feats = [e.features(h) for e in self.experts]
+        # cosine logits in fp32 under autocast too: the heads' matmul would otherwise run in bf16
+        with torch.autocast(x.device.type, enabled=False):
+            z = torch.stack([e.head(f.float())["logits"] for e, f in zip(self.experts, feats)])
+        return {"expert_logits": z, "logits": z.mean(0), "features": torch.cat(feats, 1)}
+
+
+class ExpertResNetCifar(MultiExpert):
     def __init__(self, num_classes: int, experts: int = 3, blocks=(5, 5, 5), widths=(16, 32, 64),
                  scale: float = 30.0):
         super().__init__()
@@ -49,11 +62,3 @@ class ExpertResNetCifar(nn.Module):
 
     def stem(self, x):
         return self.layer1(F.relu(self.bn1(self.conv1(x))))
-
-    def forward(self, x):
-        h = self.stem(x)
-        feats = [e.features(h) for e in self.experts]
-        # cosine logits in fp32 under autocast too: the heads' matmul would otherwise run in bf16
-        with torch.autocast(x.device.type, enabled=False):
-            z = torch.stack([e.head(f.float())["logits"] for e, f in zip(self.experts, feats)])
-        return {"expert_logits": z, "logits": z.mean(0), "features": torch.cat(feats, 1)}

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ltlab.models.experts import MultiExpert
 from ltlab.models.heads import CosineHead
 
 TRUNK = ("conv1", "bn1", "layer1", "layer2")     # shared by all experts
@@ -45,7 +46,7 @@ class ResNetExpert(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1), 1)
 
 
-class ExpertResNet(nn.Module):
+class ExpertResNet(MultiExpert):
     def __init__(self, arch: str, num_classes: int, experts: int = 3, scale: float = 30.0):
         super().__init__()
         if experts < 1:
@@ -59,14 +60,6 @@ class ExpertResNet(nn.Module):
 
     def stem(self, x):
         return self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
-
-    def forward(self, x):
-        h = self.stem(x)
-        feats = [e.features(h) for e in self.experts]
-        # cosine logits in fp32 under autocast too, as in the CIFAR expert model
-        with torch.autocast(x.device.type, enabled=False):
-            z = torch.stack([e.head(f.float())["logits"] for e, f in zip(self.experts, feats)])
-        return {"expert_logits": z, "logits": z.mean(0), "features": torch.cat(feats, 1)}
 
     def load_backbone_state(self, state: dict) -> None:
         """A torchvision ResNet state_dict (fc removed): trunk keys into the shared layers,
