@@ -50,13 +50,18 @@ class _Steps:
         return self.steps
 
 
+# 'auto' resolves as for a full-length run: 200 epochs of CIFAR-10-LT IF 100 (12,406 images)
+# at batch 128 are 19,400 steps.
+FULL_RUN_STEPS = 200 * (12406 // 128)
+
+
 def bench_ltlab(data, device, steps, batch_size, compile_mode):
     from ltlab.methods import METHODS
     from ltlab.models import build_model
     from ltlab.train import compile_model, train_one_epoch
 
-    model = build_model("resnet32", data.num_classes).to(device, memory_format=torch.channels_last)
-    model = compile_model(model, compile_mode, device)
+    plain = build_model("resnet32", data.num_classes).to(device, memory_format=torch.channels_last)
+    model = compile_model(plain, compile_mode, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4,
                           fused=device.type == "cuda" or None, foreach=device.type != "cuda")
     loss_fn = METHODS["ce"].build_loss(None, data)
@@ -71,8 +76,9 @@ def bench_ltlab(data, device, steps, batch_size, compile_mode):
         _sync(device)
         return steps * batch_size / (time.perf_counter() - t)
 
+    t = time.perf_counter()
     run(0)  # warm-up: compilation, autotuning, allocator
-    return model, run
+    return plain, run, time.perf_counter() - t
 
 
 def bench_reference(data, device, steps, batch_size, workers):
@@ -125,6 +131,7 @@ def bench_reference(data, device, steps, batch_size, workers):
 
 
 def bench_eval(model, data, device, repeats=3):
+    """Evaluation as runs do it (ltlab.evaluate.predict on the plain module, inference mode)."""
     from ltlab.evaluate import predict
     from ltlab.methods import METHODS
 
@@ -156,14 +163,14 @@ def main(args) -> dict:
     from ltlab.config import from_dict
     from ltlab.data import build_data
     from ltlab.posthoc import benchmark_posthoc
-    from ltlab.train import resolve_device
+    from ltlab.train import resolve_compile, resolve_device
 
     device = resolve_device(args.device)
     cfg = from_dict({"dataset": "demo", "device": device.type})
     data = build_data(cfg, device)
-    compile_mode = getattr(args, "compile", "auto")
+    compile_mode = resolve_compile(getattr(args, "compile", "auto"), device, FULL_RUN_STEPS)
     torch.manual_seed(0)
-    model, run_a = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode)
+    model, run_a, warmup_s = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode)
     run_b = bench_reference(data, device, args.steps, args.batch_size, args.workers)
     a, b = [], []
     for r in range(args.repeats):  # interleaved, so drifts in machine load hit both
@@ -176,12 +183,14 @@ def main(args) -> dict:
         "ltlab_img_s_runs": [round(v, 1) for v in a],
         "reference_img_s_runs": [round(v, 1) for v in b],
         "eval_img_s": round(bench_eval(model, data, device), 1),
+        "ltlab_warmup_s": round(warmup_s, 1),
         "posthoc_ms": round(benchmark_posthoc(), 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "settings": {"steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
                      "reference_workers": args.workers, "ltlab_bf16": device.type == "cuda",
-                     "ltlab_compile": compile_mode, "ltlab_channels_last": True, "model": "resnet32",
+                     "ltlab_compile": compile_mode, "compile_arg": getattr(args, "compile", "auto"),
+                     "ltlab_channels_last": True, "model": "resnet32",
                      "images": "demo train split (1,236 CIFAR-10 images, 32x32)"},
     }
     if getattr(args, "profile", False):
@@ -190,6 +199,7 @@ def main(args) -> dict:
     print(f"ltlab loop      {res['ltlab_img_s']:>10.1f} img/s   runs {res['ltlab_img_s_runs']}")
     print(f"reference       {res['reference_img_s']:>10.1f} img/s   runs {res['reference_img_s_runs']}")
     print(f"ratio           {res['ratio']:>10.2f} x")
+    print(f"ltlab warm-up   {res['ltlab_warmup_s']:>10.1f} s (first {args.steps} steps, compilation included)")
     print(f"evaluation      {res['eval_img_s']:>10.1f} img/s (inference mode, batch 1024)")
     print(f"post-hoc        {res['posthoc_ms']:>10.2f} ms  (prior correction + top-1 + ECE + AUROC over 10,000 x 100 logits)")
     if "profile" in res:

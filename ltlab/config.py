@@ -70,7 +70,7 @@ class RunConfig:
     amp: str = "auto"                # auto: bf16 autocast on cuda, fp32 on cpu | bf16 | off
     channels_last: bool = True
     sync_bn: bool = True             # under torchrun: BatchNorm statistics over the global batch, as on one GPU
-    compile: str = "auto"            # auto (graphs on cuda, off on cpu) | on | graphs (+ CUDA graphs) | off
+    compile: str = "auto"            # auto (cuda: graphs; cpu: on from 2,000 steps) | on | graphs (+ CUDA graphs) | off
     eval_every: int = 10             # evaluate on the test split every k epochs (and always at the end)
     run_dir: str = ""                # default runs/<run_name>
     run_name: str = ""               # default <dataset>_<method>_if<IF>_s<seed>

@@ -57,7 +57,8 @@ def compute_summary(pred_dir: Path, epochs: int | None = None) -> dict:
 
 
 def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, seconds=0.0,
-               peak_host_mb=None, peak_device_mb=None, predict_split=None, main=True) -> dict | None:
+               peak_host_mb=None, peak_device_mb=None, compiled=None, predict_split=None,
+               main=True) -> dict | None:
     """Save predictions for every split there is, then summary.json, last.
 
     predict_split(split) -> predict()'s dict; the default predicts here, torchrun passes a
@@ -84,6 +85,7 @@ def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, secon
         "imb_factor": cfg.imb_factor,
         "peak_host_mb": None if peak_host_mb is None else round(float(peak_host_mb), 1),
         "peak_device_mb": None if peak_device_mb is None else round(float(peak_device_mb), 1),
+        "compile": compiled,   # the mode the training step ran under (config 'auto' resolved)
     })
     atomic_write_json(Path(run_dir) / "summary.json", summary)
     return summary

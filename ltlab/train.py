@@ -13,6 +13,7 @@ shows progress; evaluation counts every test image exactly once.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from pathlib import Path
@@ -145,15 +146,42 @@ def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
             "test_ece": ece_from_logits(logits, labels)}
 
 
+# A cold torch.compile of ResNet-32's training step took 45-60 s on the 2-core CPU we measured
+# on (4 s from inductor's on-disk cache) and then saved about 0.07 s a step (1.3x over eager
+# channels_last): it pays back after about 850 steps, so 'auto' compiles CPU runs of at least
+# twice that (a 200-epoch CIFAR-10-LT run has 19,400; the demo 90).
+CPU_COMPILE_MIN_STEPS = 2000
+
+
+def resolve_compile(mode: str, device: torch.device, train_steps: int, distributed: bool = False) -> str:
+    """The compile mode a run gets: 'off', 'on' or 'graphs'. 'auto' is 'graphs' on CUDA ('on'
+    under torchrun: CUDA graphs cannot hold DDP's gradient all-reduce), and on a CPU 'on' for
+    runs of at least CPU_COMPILE_MIN_STEPS training steps when a C++ compiler is there for
+    inductor (without one 'auto' stays eager; compile=on then fails loudly)."""
+    if mode != "auto":
+        return mode
+    if device.type == "cuda":
+        return "on" if distributed else "graphs"
+    if device.type == "cpu" and train_steps >= CPU_COMPILE_MIN_STEPS and _cxx_available():
+        return "on"
+    return "off"
+
+
+def _cxx_available() -> bool:
+    import shutil
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+
+
 def compile_model(model, mode: str, device: torch.device):
-    """torch.compile for the training step. 'graphs' (the CUDA default under 'auto') adds CUDA
-    graphs (mode reduce-overhead): ResNet-32 steps are so small that kernel-launch overhead on
-    the host, not the GPU, bounds the step otherwise. dynamic=False: the short last batch gets
-    its own static graph instead of making every step's graph dynamic."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+    """torch.compile for the training step ('off' | 'on' | 'graphs', see resolve_compile).
+    'graphs' adds CUDA graphs (mode reduce-overhead): ResNet-32 steps are so small that
+    kernel-launch overhead on the host, not the GPU, bounds the step otherwise. dynamic=False:
+    the short last batch gets its own static graph instead of making every step's graph dynamic."""
+    if mode == "off":
         return model
-    graphs = mode == "graphs" or (mode == "auto" and device.type == "cuda")
-    return torch.compile(model, dynamic=False, mode="reduce-overhead" if graphs else None)
+    if mode == "graphs" and device.type != "cuda":
+        raise config_mod.ConfigError(f"compile=graphs needs a CUDA device, not '{device.type}'; use on, off or auto")
+    return torch.compile(model, dynamic=False, mode="reduce-overhead" if mode == "graphs" else None)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -288,9 +316,9 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
               f"lr {cfg.lr:g}"
               + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
 
-    # CUDA graphs cannot hold DDP's gradient all-reduce, so 'auto' compiles without them under torchrun
-    mode = "on" if ctx.distributed and cfg.compile == "auto" and device.type == "cuda" else cfg.compile
-    step_model = compile_model(D.wrap(model, ctx), mode, device)
+    compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,
+                               distributed=ctx.distributed) if recipe.trains else "off"
+    step_model = compile_model(D.wrap(model, ctx), compiled, device)
 
     last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
     show = cfg.progress and ctx.main
@@ -318,7 +346,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     recipe.finalize(model, cfg, data)
     peak = {"seconds": time.time() - t_start,
             "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            "compiled": compiled}
     sharded = None
     if ctx.distributed:   # each process predicts a disjoint shard; every image counted once
         D.broadcast_buffers(model)
