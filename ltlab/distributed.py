@@ -331,10 +331,10 @@ def eval_loader(data, split: str, ctx: Context):
     x, y = getattr(data, f"{split}_x", None), getattr(data, f"{split}_y", None)
     if x is None:
         return data.eval_loader(split)   # raises the data layer's own error
-    from ltlab.data.gpu_loader import GpuLoader
+    from ltlab.data.gpu_loader import GpuLoader, eval_batch_size
 
     s, e = shard_bounds(len(y), ctx.rank, ctx.world)
-    return GpuLoader(x[s:e], y[s:e], 1024, train=False, mean=data.mean, std=data.std,
+    return GpuLoader(x[s:e], y[s:e], eval_batch_size(x.device), train=False, mean=data.mean, std=data.std,
                      channels_last=data.channels_last)
 
 

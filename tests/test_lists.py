@@ -14,8 +14,9 @@ import torch
 import ltlab
 from ltlab.config import ConfigError, RunConfig
 from ltlab.data import DataError, build_data
-from ltlab.data.lists import (SPLITS_DIR, ListBundle, benchmark_lists, class_counts, read_list, sample_seeds,
-                              shift_subsets_for_run, shot_list)
+from ltlab.data.list_loader import sample_seeds
+from ltlab.data.lists import (SPLITS_DIR, ListBundle, benchmark_lists, class_counts, read_list, shift_subsets_for_run,
+                              shot_list)
 from ltlab.metrics import shot_groups
 
 from conftest import SHARED, image_tree

@@ -12,7 +12,7 @@ import torch
 
 from ltlab.data.counts import carve_val, lt_counts, lt_subset
 from ltlab.data.errors import DataError
-from ltlab.data.gpu_loader import CIFAR_MEAN, CIFAR_STD, GpuLoader
+from ltlab.data.gpu_loader import CIFAR_MEAN, CIFAR_STD, GpuLoader, eval_batch_size
 from ltlab.data.sources import CIFAR10_CLASSES, Source, load_cifar, load_demo, load_image_folder
 
 __all__ = ["DataError", "DataBundle", "build_data", "GpuLoader", "CIFAR_MEAN", "CIFAR_STD", "CIFAR10_CLASSES",
@@ -47,7 +47,7 @@ class DataBundle:
         return GpuLoader(self.train_x, self.train_y, batch_size, train=True, mean=self.mean, std=self.std,
                          seed=seed, sampler=sampler, drop_last=drop_last, channels_last=self.channels_last)
 
-    def eval_loader(self, split: str, batch_size: int = 1024) -> GpuLoader:
+    def eval_loader(self, split: str, batch_size: int | None = None) -> GpuLoader:
         """Fixed-order, unaugmented batches of 'train', 'val' or 'test'."""
         if split not in ("train", "val", "test"):
             raise DataError(f"split {split!r}: expected one of train, val, test")
@@ -55,7 +55,7 @@ class DataBundle:
         if x is None:
             raise DataError(f"split 'val' is absent for this dataset: set val_per_class > 0 to carve one "
                             f"from the training images")
-        return GpuLoader(x, y, batch_size, train=False, mean=self.mean, std=self.std,
+        return GpuLoader(x, y, batch_size or eval_batch_size(x.device), train=False, mean=self.mean, std=self.std,
                          channels_last=self.channels_last)
 
 

@@ -18,6 +18,13 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 
+def eval_batch_size(device) -> int:
+    """Images per evaluation batch. 1,024 keeps a GPU busy; on a CPU a ResNet-32 batch of 1,024
+    (64 MB per activation tensor) spills out of the caches: 633 img/s against 1,273 at 128 on
+    the 2-core AVX-512 machine we measured (channels_last, inference mode)."""
+    return 1024 if torch.device(device).type == "cuda" else 128
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for (seed, epoch): neighbouring epochs get unrelated streams, and
     epoch e is reproducible after a resume with no saved RNG state."""
