@@ -146,24 +146,25 @@ def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
             "test_ece": ece_from_logits(logits, labels)}
 
 
-# A cold torch.compile of ResNet-32's training step took 45-60 s on the 2-core CPU we measured
-# on (4 s from inductor's on-disk cache) and then saved about 0.07 s a step (1.3x over eager
-# channels_last): it pays back after about 850 steps, so 'auto' compiles CPU runs of at least
-# twice that (a 200-epoch CIFAR-10-LT run has 19,400; the demo 90).
+# A cold torch.compile of ResNet-32's training step took 45-60 s a graph on the 2-core CPU we
+# measured on (77 s for the demo's first epoch, whose short last batch is a second graph; about
+# 4 s from inductor's on-disk cache), then saved about 0.07 s a step (1.2-1.3x over eager
+# channels_last). It pays back after about 1,100 steps, so 'auto' compiles CPU runs of at least
+# 2,000 (a 200-epoch CIFAR-10-LT run has 19,400; the demo 100).
 CPU_COMPILE_MIN_STEPS = 2000
 
 
 def resolve_compile(mode: str, device: torch.device, train_steps: int, distributed: bool = False) -> str:
     """The compile mode a run gets: 'off', 'on' or 'graphs'. 'auto' is 'graphs' on CUDA ('on'
     under torchrun: CUDA graphs cannot hold DDP's gradient all-reduce), and on a CPU 'on' for
-    runs of at least CPU_COMPILE_MIN_STEPS training steps when a C++ compiler is there for
-    inductor (without one 'auto' stays eager; compile=on then fails loudly)."""
+    runs of at least CPU_COMPILE_MIN_STEPS training steps in one process when a C++ compiler is
+    there for inductor (without one 'auto' stays eager; compile=on then fails loudly)."""
     if mode != "auto":
         return mode
     if device.type == "cuda":
         return "on" if distributed else "graphs"
-    if device.type == "cpu" and train_steps >= CPU_COMPILE_MIN_STEPS and _cxx_available():
-        return "on"
+    if device.type == "cpu" and not distributed and train_steps >= CPU_COMPILE_MIN_STEPS and _cxx_available():
+        return "on"   # (compiled DDP on gloo is untested, so several CPU processes stay eager)
     return "off"
 
 

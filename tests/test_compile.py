@@ -19,6 +19,7 @@ def test_auto_resolves_by_device_and_run_length(monkeypatch):
     assert resolve_compile("auto", CUDA, 10, distributed=True) == "on"   # DDP's all-reduce cannot be graphed
     assert resolve_compile("auto", CPU, CPU_COMPILE_MIN_STEPS - 1) == "off"
     assert resolve_compile("auto", CPU, CPU_COMPILE_MIN_STEPS) == "on"
+    assert resolve_compile("auto", CPU, CPU_COMPILE_MIN_STEPS, distributed=True) == "off"
     for mode in ("on", "off", "graphs"):   # an explicit mode is never second-guessed
         assert resolve_compile(mode, CPU, 1) == mode
     monkeypatch.setattr("ltlab.train._cxx_available", lambda: False)

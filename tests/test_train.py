@@ -34,6 +34,8 @@ def test_run_directory_contract(demo_run):
                 "epochs", "seconds"):
         assert key in s
     assert s["train_size"] == 1236 and s["num_classes"] == 10 and s["epochs"] == 2
+    assert s["compile"] == "off"   # 'auto' on a CPU: 20 steps are far below CPU_COMPILE_MIN_STEPS
+    assert s["peak_host_mb"] > 0 and s["peak_device_mb"] is None
 
 
 def test_summary_recomputed_independently(demo_run):
