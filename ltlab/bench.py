@@ -61,7 +61,7 @@ def bench_ltlab(data, device, steps, batch_size, compile_mode):
     from ltlab.train import compile_model, train_one_epoch
 
     plain = build_model("resnet32", data.num_classes).to(device, memory_format=torch.channels_last)
-    model = compile_model(plain, compile_mode, device)
+    model = compile_model(plain, compile_mode)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4,
                           fused=device.type == "cuda" or None, foreach=device.type != "cuda")
     loss_fn = METHODS["ce"].build_loss(None, data)

@@ -159,6 +159,8 @@ def resolve_compile(mode: str, device: torch.device, train_steps: int, distribut
     under torchrun: CUDA graphs cannot hold DDP's gradient all-reduce), and on a CPU 'on' for
     runs of at least CPU_COMPILE_MIN_STEPS training steps in one process when a C++ compiler is
     there for inductor (without one 'auto' stays eager; compile=on then fails loudly)."""
+    if mode == "graphs" and device.type != "cuda":
+        raise config_mod.ConfigError(f"compile=graphs needs a CUDA device, not '{device.type}'; use on, off or auto")
     if mode != "auto":
         return mode
     if device.type == "cuda":
@@ -173,15 +175,13 @@ def _cxx_available() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
 
 
-def compile_model(model, mode: str, device: torch.device):
+def compile_model(model, mode: str):
     """torch.compile for the training step ('off' | 'on' | 'graphs', see resolve_compile).
     'graphs' adds CUDA graphs (mode reduce-overhead): ResNet-32 steps are so small that
     kernel-launch overhead on the host, not the GPU, bounds the step otherwise. dynamic=False:
     the short last batch gets its own static graph instead of making every step's graph dynamic."""
     if mode == "off":
         return model
-    if mode == "graphs" and device.type != "cuda":
-        raise config_mod.ConfigError(f"compile=graphs needs a CUDA device, not '{device.type}'; use on, off or auto")
     return torch.compile(model, dynamic=False, mode="reduce-overhead" if mode == "graphs" else None)
 
 
@@ -286,6 +286,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps)
     test_loader = D.eval_loader(data, "test", ctx)
     amp_dtype = autocast_dtype(cfg, device)
+    compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,
+                               distributed=ctx.distributed) if recipe.trains else "off"
 
     start_epoch = 1
     if resume and ckpt_path.exists():
@@ -317,9 +319,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
               f"lr {cfg.lr:g}"
               + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
 
-    compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,
-                               distributed=ctx.distributed) if recipe.trains else "off"
-    step_model = compile_model(D.wrap(model, ctx), compiled, device)
+    step_model = compile_model(D.wrap(model, ctx), compiled)
 
     last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
     show = cfg.progress and ctx.main

@@ -62,6 +62,7 @@ CASES = [
     ("stage two without stage one", ["method=crt"], "set stage1_run to a finished stage-one run directory"),
     ("stage one missing", ["method=crt", "stage1_run=/nonexistent/run"], "'/nonexistent/run': no such run directory"),
     ("device not there", ["device=cuda"], "'device' = 'cuda'"),
+    ("CUDA graphs on a CPU", ["compile=graphs", "device=cpu", "epochs=1"], "compile=graphs needs a CUDA device, not 'cpu'"),
 ]
 
 
