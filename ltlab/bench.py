@@ -52,7 +52,7 @@ class _Steps:
 
 # 'auto' resolves as for a full-length run: 200 epochs of CIFAR-10-LT IF 100 (12,406 images)
 # at batch 128 are 19,400 steps.
-FULL_RUN_STEPS = 200 * (12406 // 128)
+FULL_RUN_STEPS = 200 * -(-12406 // 128)   # ceil: the short last batch is a step too
 
 
 def bench_ltlab(data, device, steps, batch_size, compile_mode):
@@ -130,13 +130,13 @@ def bench_reference(data, device, steps, batch_size, workers):
     return run
 
 
-def bench_eval(model, data, device, repeats=3):
+def bench_eval(model, data, device, batch_size, repeats=3):
     """Evaluation as runs do it (ltlab.evaluate.predict on the plain module, inference mode)."""
     from ltlab.evaluate import predict
     from ltlab.methods import METHODS
 
     amp = torch.bfloat16 if device.type == "cuda" else None
-    loader = data.eval_loader("test")   # the run's own batch size (1,024 on CUDA, 128 on a CPU)
+    loader = data.eval_loader("test", batch_size)
     predict(model, loader, METHODS["ce"], amp_dtype=amp, features=False)
     rates = []
     for _ in range(repeats):
@@ -169,6 +169,7 @@ def main(args) -> dict:
     device = resolve_device(args.device)
     cfg = from_dict({"dataset": "demo", "device": device.type})
     data = build_data(cfg, device)
+    eval_batch = getattr(args, "eval_batch", 0) or eval_batch_size(device)   # default: what runs use
     compile_mode = resolve_compile(getattr(args, "compile", "auto"), device, FULL_RUN_STEPS)
     torch.manual_seed(0)
     model, run_a, warmup_s = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode)
@@ -183,7 +184,7 @@ def main(args) -> dict:
         "ratio": round(statistics.median(a) / statistics.median(b), 2),
         "ltlab_img_s_runs": [round(v, 1) for v in a],
         "reference_img_s_runs": [round(v, 1) for v in b],
-        "eval_img_s": round(bench_eval(model, data, device), 1),
+        "eval_img_s": round(bench_eval(model, data, device, eval_batch), 1),
         "ltlab_warmup_s": round(warmup_s, 1),
         "posthoc_ms": round(benchmark_posthoc(), 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -191,7 +192,7 @@ def main(args) -> dict:
         "settings": {"steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
                      "reference_workers": args.workers, "ltlab_bf16": device.type == "cuda",
                      "ltlab_compile": compile_mode, "compile_arg": getattr(args, "compile", "auto"),
-                     "ltlab_channels_last": True, "eval_batch": eval_batch_size(device), "model": "resnet32",
+                     "ltlab_channels_last": True, "eval_batch": eval_batch, "model": "resnet32",
                      "images": "demo train split (1,236 CIFAR-10 images, 32x32)"},
     }
     if getattr(args, "profile", False):
@@ -201,7 +202,7 @@ def main(args) -> dict:
     print(f"reference       {res['reference_img_s']:>10.1f} img/s   runs {res['reference_img_s_runs']}")
     print(f"ratio           {res['ratio']:>10.2f} x")
     print(f"ltlab warm-up   {res['ltlab_warmup_s']:>10.1f} s (first {args.steps} steps, compilation included)")
-    print(f"evaluation      {res['eval_img_s']:>10.1f} img/s (inference mode, batch {eval_batch_size(device)})")
+    print(f"evaluation      {res['eval_img_s']:>10.1f} img/s (inference mode, batch {eval_batch})")
     print(f"post-hoc        {res['posthoc_ms']:>10.2f} ms  (prior correction + top-1 + ECE + AUROC over 10,000 x 100 logits)")
     if "profile" in res:
         print(res["profile"])

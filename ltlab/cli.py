@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", default="auto", choices=("auto", "on", "graphs", "off"),
                    help="torch.compile mode of ltlab's loop (auto: what a 200-epoch CIFAR-10-LT run gets: "
                         "CUDA graphs on cuda; on a CPU, compiled when a C++ compiler is there)")
+    s.add_argument("--eval-batch", type=int, default=0,
+                   help="images per evaluation batch (default: what runs use, 1,024 on cuda, 128 on a CPU)")
     s.add_argument("--profile", action="store_true", help="also print a torch.profiler table of ltlab steps")
     return p
 

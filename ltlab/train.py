@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -171,7 +172,6 @@ def resolve_compile(mode: str, device: torch.device, train_steps: int, distribut
 
 
 def _cxx_available() -> bool:
-    import shutil
     return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
 
 
@@ -316,7 +316,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     if cfg.progress:
         D.log(f"ltlab: {world} process(es) x {cfg.accum_steps} accumulation step(s) x "
               f"{cfg.batch_size // (world * cfg.accum_steps)} images = effective batch {cfg.batch_size}, "
-              f"lr {cfg.lr:g}"
+              f"lr {cfg.lr:g}, compile {compiled}"
               + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
 
     step_model = compile_model(D.wrap(model, ctx), compiled)

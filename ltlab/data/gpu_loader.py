@@ -20,8 +20,8 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 def eval_batch_size(device) -> int:
     """Images per evaluation batch. 1,024 keeps a GPU busy; on a CPU a ResNet-32 batch of 1,024
-    (64 MB per activation tensor) spills out of the caches: 633 img/s against 1,273 at 128 on
-    the 2-core AVX-512 machine we measured (channels_last, inference mode)."""
+    (64 MB per activation tensor) spills out of the caches: `ltlab bench` evaluated 641 img/s at
+    1,024 against 1,439 at 128 on the 2-core AVX-512 machine we measured."""
     return 1024 if torch.device(device).type == "cuda" else 128
 
 
