@@ -87,6 +87,9 @@ def setup(device: torch.device) -> Context:
 
 def destroy(ctx: Context) -> None:
     if ctx.created and dist.is_initialized():
+        # every rank leaves together: a gloo rank that tore its group down while a peer was still
+        # finishing aborted once in CI-like load ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 
