@@ -1,8 +1,9 @@
 """`ltlab bench`: ltlab's training loop against the seed repositories' classic pipeline.
 
 (a) ltlab: uint8 images resident on the device, batched crop/flip/normalize there, bf16
-    autocast and torch.compile on CUDA, channels_last, fused/foreach SGD, the loss kept on
-    the device (ltlab.train.train_one_epoch itself).
+    autocast on CUDA, torch.compile as a full-length run gets it (CUDA graphs on CUDA, plain
+    on a CPU), channels_last, fused/foreach SGD, the loss kept on the device
+    (ltlab.train.train_one_epoch itself).
 (b) reference, written here the way the LDAM-DRW lineage does it: torchvision transforms
     on PIL images in DataLoader workers, fp32, the plain model, default SGD, loss.item()
     every step for the progress meter.
@@ -55,7 +56,7 @@ class _Steps:
 FULL_RUN_STEPS = 200 * -(-12406 // 128)   # ceil: the short last batch is a step too
 
 
-def bench_ltlab(data, device, steps, batch_size, compile_mode):
+def bench_ltlab(data, device, steps, batch_size, compile_mode, amp):
     from ltlab.methods import METHODS
     from ltlab.models import build_model
     from ltlab.train import compile_model, train_one_epoch
@@ -65,7 +66,6 @@ def bench_ltlab(data, device, steps, batch_size, compile_mode):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4,
                           fused=device.type == "cuda" or None, foreach=device.type != "cuda")
     loss_fn = METHODS["ce"].build_loss(None, data)
-    amp = torch.bfloat16 if device.type == "cuda" else None
     loader = _Steps(data.train_loader(batch_size, seed=0), steps)
     recipe = METHODS["ce"]
 
@@ -130,12 +130,11 @@ def bench_reference(data, device, steps, batch_size, workers):
     return run
 
 
-def bench_eval(model, data, device, batch_size, repeats=3):
+def bench_eval(model, data, device, batch_size, amp, repeats=3):
     """Evaluation as runs do it (ltlab.evaluate.predict on the plain module, inference mode)."""
     from ltlab.evaluate import predict
     from ltlab.methods import METHODS
 
-    amp = torch.bfloat16 if device.type == "cuda" else None
     loader = data.eval_loader("test", batch_size)
     predict(model, loader, METHODS["ce"], amp_dtype=amp, features=False)
     rates = []
@@ -164,7 +163,7 @@ def main(args) -> dict:
     from ltlab.data import build_data
     from ltlab.data.gpu_loader import eval_batch_size
     from ltlab.posthoc import benchmark_posthoc
-    from ltlab.train import resolve_compile, resolve_device
+    from ltlab.train import autocast_dtype, resolve_compile, resolve_device
 
     device = resolve_device(args.device)
     cfg = from_dict({"dataset": "demo", "device": device.type})
@@ -172,7 +171,8 @@ def main(args) -> dict:
     eval_batch = getattr(args, "eval_batch", 0) or eval_batch_size(device)   # default: what runs use
     compile_mode = resolve_compile(getattr(args, "compile", "auto"), device, FULL_RUN_STEPS)
     torch.manual_seed(0)
-    model, run_a, warmup_s = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode)
+    amp = autocast_dtype(cfg, device)   # what a run gets: bf16 on CUDA, fp32 on a CPU
+    model, run_a, warmup_s = bench_ltlab(data, device, args.steps, args.batch_size, compile_mode, amp)
     run_b = bench_reference(data, device, args.steps, args.batch_size, args.workers)
     a, b = [], []
     for r in range(args.repeats):  # interleaved, so drifts in machine load hit both
@@ -184,13 +184,13 @@ def main(args) -> dict:
         "ratio": round(statistics.median(a) / statistics.median(b), 2),
         "ltlab_img_s_runs": [round(v, 1) for v in a],
         "reference_img_s_runs": [round(v, 1) for v in b],
-        "eval_img_s": round(bench_eval(model, data, device, eval_batch), 1),
+        "eval_img_s": round(bench_eval(model, data, device, eval_batch, amp), 1),
         "ltlab_warmup_s": round(warmup_s, 1),
         "posthoc_ms": round(benchmark_posthoc(), 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "settings": {"steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
-                     "reference_workers": args.workers, "ltlab_bf16": device.type == "cuda",
+                     "reference_workers": args.workers, "ltlab_bf16": amp is not None,
                      "ltlab_compile": compile_mode, "compile_arg": getattr(args, "compile", "auto"),
                      "ltlab_channels_last": True, "eval_batch": eval_batch, "model": "resnet32",
                      "images": "demo train split (1,236 CIFAR-10 images, 32x32)"},

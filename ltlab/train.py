@@ -148,10 +148,10 @@ def evaluate(model, loader, recipe, amp_dtype=None) -> dict:
 
 
 # A cold torch.compile of ResNet-32's training step took 45-60 s a graph on the 2-core CPU we
-# measured on (77 s for the demo's first epoch, whose short last batch is a second graph; about
-# 4 s from inductor's on-disk cache), then saved about 0.07 s a step (1.2-1.3x over eager
-# channels_last). It pays back after about 1,100 steps, so 'auto' compiles CPU runs of at least
-# 2,000 (a 200-epoch CIFAR-10-LT run has 19,400; the demo 100).
+# measured on (a short last batch is a second graph; about 4 s a graph from inductor's on-disk
+# cache), then saved about 0.07 s a step (1.15-1.2x over eager channels_last,
+# scripts/ab_cpu_step.py). It pays back after about 1,100 steps, so 'auto' compiles CPU runs of
+# at least 2,000 (a 200-epoch CIFAR-10-LT run has 19,400; the demo 100).
 CPU_COMPILE_MIN_STEPS = 2000
 
 
@@ -172,7 +172,7 @@ def resolve_compile(mode: str, device: torch.device, train_steps: int, distribut
 
 
 def _cxx_available() -> bool:
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c)
 
 
 def compile_model(model, mode: str):
@@ -347,14 +347,14 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     recipe.finalize(model, cfg, data)
     peak = {"seconds": time.time() - t_start,
             "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "compiled": compiled}
+            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
     sharded = None
     if ctx.distributed:   # each process predicts a disjoint shard; every image counted once
         D.broadcast_buffers(model)
         sharded = lambda split: D.predict_sharded(model, D.eval_loader(data, split, ctx), recipe,  # noqa: E731
                                                   amp_dtype=amp_dtype, features=True)
-    finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, predict_split=sharded, main=ctx.main, **peak)
+    finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, predict_split=sharded, main=ctx.main,
+               compiled=compiled, **peak)
     D.barrier()   # every process returns only once rank 0's summary.json exists
     return run_dir
 
