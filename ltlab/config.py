@@ -26,6 +26,10 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("multistep", "cosine", "constant")
 PROFILES = ("exp", "step")
 AMP = ("auto", "bf16", "off")
+# auto: the demo's / a folder's val/ or a benchmark's val list; CIFAR-LT: 'unused', a balanced split
+# from the CIFAR training images outside the long-tailed subset (the subset stays the LDAM-DRW one);
+# carve: held out of the training subset itself (changes the protocol's counts); none: no split.
+VAL_SPLITS = ("auto", "unused", "carve", "none")
 
 
 @dataclass
@@ -36,7 +40,8 @@ class RunConfig:
     imb_factor: float = 100.0        # head count / tail count (>= 1); 1 = balanced
     imb_profile: str = "exp"         # exp (LDAM-DRW) | step (half the classes at img_max, half at img_max/IF)
     lt_seed: int = 0                 # numpy RandomState seed of the long-tailed subset (LDAM-DRW protocol)
-    val_per_class: int = 0           # images a class held out of the LT training set for validation (0 = none)
+    val_split: str = "auto"          # auto | unused | carve | none: where the validation split comes from (below)
+    val_per_class: int = 20          # images a class in an unused / carve validation split (0 = no split)
     # split lists (imagenet_lt | places_lt | inat18 | list): 'relative/path label' lines, plain or .gz,
     # paths relative to data_root; "" = the benchmark's own list (ltlab.data.lists)
     train_list: str = ""             # imagenet_lt / inat18 look for it under data_root (it is not shipped)
@@ -129,6 +134,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice("schedule", cfg.schedule, SCHEDULES)
     _check_choice("imb_profile", cfg.imb_profile, PROFILES)
     _check_choice("amp", cfg.amp, AMP)
+    _check_choice("val_split", cfg.val_split, VAL_SPLITS)
+    _check_val(cfg)
     _check_choice("compile", cfg.compile, ("auto", "on", "graphs", "off"))
     if not cfg.imb_factor >= 1:
         raise ConfigError(f"config key 'imb_factor' = {cfg.imb_factor!r}: must be >= 1 (100 means head/tail = 100)")
@@ -155,7 +162,26 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice("model", cfg.model, tuple(MODELS))
     _check_choice("sampler", cfg.sampler, tuple(SAMPLERS))
     METHODS[cfg.method].check(cfg)
+    from ltlab import schedule
+    schedule.check(cfg)
     return cfg
+
+
+def _check_val(cfg: RunConfig) -> None:
+    """val_split / val_per_class where they apply; a value given where it would be ignored is refused."""
+    cifar = cfg.dataset in ("cifar10_lt", "cifar100_lt")
+    if cfg.val_split == "unused" and not cifar:
+        raise ConfigError(f"config key 'val_split' = 'unused' with dataset '{cfg.dataset}': only cifar10_lt and "
+                          f"cifar100_lt have training images outside the long-tailed subset; use auto, carve or none")
+    if cfg.val_split == "carve" and not (cifar or cfg.dataset == "folder"):
+        raise ConfigError(f"config key 'val_split' = 'carve' with dataset '{cfg.dataset}': carving applies to "
+                          f"cifar10_lt, cifar100_lt and folder; this dataset ships its own val split (auto) or none")
+    drawn = cfg.val_split in ("unused", "carve") or (cfg.val_split == "auto" and cifar)
+    default = FIELDS["val_per_class"].default
+    if not drawn and cfg.val_per_class not in (0, default):
+        raise ConfigError(f"config key 'val_per_class' = {cfg.val_per_class!r} does not apply to dataset "
+                          f"'{cfg.dataset}' with val_split '{cfg.val_split}' (its val split is shipped or absent): "
+                          f"drop it, or use val_split=carve (cifar10_lt, cifar100_lt, folder)")
 
 
 def _unknown(key: str) -> ConfigError:
@@ -177,11 +203,19 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
     from ltlab.methods import METHODS
     if method not in METHODS:
         raise ConfigError(f"config key 'method' = {method!r}: allowed values are {', '.join(METHODS)}")
-    merged = dict(METHODS[method].defaults(user))
+    recipe = METHODS[method]
+    merged = dict(recipe.defaults(user))
+    paper_epochs = merged.get("epochs", FIELDS["epochs"].default)
+    user_extra = user.pop("extra", None)
+    if user_extra is not None and not isinstance(user_extra, dict):
+        raise ConfigError(f"config key 'extra' = {user_extra!r} ({type(user_extra).__name__}): expected a mapping "
+                          f"of method knobs, e.g. extra: {{focal_gamma: 2.0}}")
     extra = dict(merged.pop("extra", {}))
-    extra.update(user.pop("extra", None) or {})
+    extra.update(user_extra or {})
     merged.update(user)
     merged["extra"] = extra
+    # a shortened run gets the recipe's schedule compressed, not its 200-epoch milestones
+    merged = recipe.resolve(merged, {**user, "extra": user_extra or {}}, paper_epochs)
     values = {}
     for key, value in merged.items():
         if key not in FIELDS:

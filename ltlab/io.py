@@ -25,11 +25,18 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _umask() -> int:
+    mask = os.umask(0)   # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; a shared report must be readable (0644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

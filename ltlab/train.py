@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ltlab import config as config_mod
 from ltlab import distributed as D
+from ltlab import provenance, schedule
 from ltlab.config import RunConfig
 from ltlab.data import build_data
 from ltlab.evaluate import finish_run
@@ -309,6 +310,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.unlink(missing_ok=True)
     cfg.save(run_dir / "config.yaml")
+    if ctx.main:
+        provenance.start(run_dir, cfg, device, schedule.resolved(cfg, recipe), world)
 
     # What one optimizer step is, logged with every epoch: recipes are stated for a global
     # batch, and a run on fewer GPUs must say how it got there (RIDE#34, SADE#8).
@@ -318,6 +321,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
               f"{cfg.batch_size // (world * cfg.accum_steps)} images = effective batch {cfg.batch_size}, "
               f"lr {cfg.lr:g}, compile {compiled}"
               + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
+        if recipe.trains:
+            D.log(f"ltlab: {schedule.describe(cfg, recipe)}")
 
     step_model = compile_model(D.wrap(model, ctx), compiled)
 
@@ -348,6 +353,9 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
     peak = {"seconds": time.time() - t_start,
             "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+    if ctx.main:
+        train_seconds = float(pd.read_csv(metrics_path)["seconds"].sum()) if metrics_path.exists() else 0.0
+        provenance.finish(run_dir, train_seconds, time.time() - t_start)
     sharded = None
     if ctx.distributed:   # each process predicts a disjoint shard; every image counted once
         D.broadcast_buffers(model)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ltlab.config import RunConfig
 from ltlab.data import (CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, DataError, GpuLoader, build_data, carve_val,
-                        load_cifar, load_demo, load_image_folder, lt_counts, lt_subset)
+                        load_cifar, load_demo, load_image_folder, lt_counts, lt_subset, unused_val)
 from ltlab.data import folder as folder_mod
 from ltlab.data import sources
 
@@ -104,6 +104,26 @@ def test_carve_val():
     assert len(va0) == 0
     with pytest.raises(DataError, match=r"class 3 \(with 3 images\)"):
         carve_val(idx, labels, 3, seed=0)
+
+
+def test_unused_val_refuses_a_class_without_unused_images():
+    labels = np.repeat(np.arange(3), [10, 10, 10])
+    subset = lt_subset(labels, [10, 4, 1], seed=0)
+    with pytest.raises(DataError, match="class 0 has only 0 training images outside"):
+        unused_val(labels, subset, 3, seed=1)
+
+
+def test_unused_val_hand_case():
+    labels = np.repeat(np.arange(2), [6, 6])
+    subset = np.array([0, 1, 6])                                  # class 0 keeps 0, 1; class 1 keeps 6
+    val = unused_val(labels, subset, 2, seed=3)
+    # RandomState(3).permutation over each class's unused pool, in index order, first 2 kept
+    rng = np.random.RandomState(3)
+    pool0, pool1 = np.array([2, 3, 4, 5]), np.array([7, 8, 9, 10, 11])
+    expect = np.concatenate([pool0[rng.permutation(4)[:2]], pool1[rng.permutation(5)[:2]]])
+    np.testing.assert_array_equal(val, expect)
+    assert not set(val) & set(subset) and np.bincount(labels[val]).tolist() == [2, 2]
+    assert not np.array_equal(unused_val(labels, subset, 2, seed=4), val)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +441,7 @@ def test_build_data_demo():
 
 def test_build_data_folder_and_unavailable(tmp_path):
     root = make_tree(tmp_path / "lt", {"train": {"a": 6, "b": 3, "c": 2}, "test": {"a": 2, "b": 2, "c": 2}})
-    b = build_data(RunConfig(dataset="folder", data_root=str(root), val_per_class=1), "cpu")
+    b = build_data(RunConfig(dataset="folder", data_root=str(root), val_split="carve", val_per_class=1), "cpu")
     assert b.train_counts.tolist() == [5, 2, 1] and b.val_y.tolist() == [0, 1, 2]
     assert b.img_size == (6, 8) and len(b.mean) == 3 and all(s > 0 for s in b.std)
     b0 = build_data(RunConfig(dataset="folder", data_root=str(root)), "cpu")
@@ -454,11 +474,14 @@ def test_real_cifar10_folder(cifar10_folder):
     assert src.class_names == list(CIFAR10_CLASSES)
     assert np.bincount(src.train_y).tolist() == [5000] * 10
     b = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder)), "cpu")
-    assert b.train_x.shape[0] == 12406 and b.test_x.shape[0] == 10000 and b.val_x is None
+    assert b.train_x.shape[0] == 12406 and b.test_x.shape[0] == 10000
+    # the default validation split: 20 a class from the 37,594 training images outside the subset
+    assert b.val_x.shape[0] == 200 and np.bincount(b.val_y.numpy()).tolist() == [20] * 10
     assert b.train_counts.tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     # the demo's training files are a subset of the full IF-100 subset (same per-class shuffle)
     chosen = {(CIFAR10_CLASSES[i // 5000], f"{i % 5000:04d}.jpg") for i in b.train_indices.tolist()}
     demo = {(c, p.name) for c in CIFAR10_CLASSES for p in (REPO / "data" / "demo" / "train" / c).iterdir()}
     assert len(demo) == 1236 and demo <= chosen
-    bv = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder), val_per_class=10), "cpu")
+    bv = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder), val_split="carve",
+                              val_per_class=10), "cpu")
     assert bv.train_counts.tolist()[-1] == 40 and bv.val_x.shape[0] == 100

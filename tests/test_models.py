@@ -33,3 +33,18 @@ def test_cosine_head_bounded():
     model = build_model("resnet32", 10, head="cosine", scale=30.0).eval()
     logits = model(torch.randn(3, 3, 32, 32))["logits"]
     assert logits.abs().max() <= 30.0 + 1e-4
+
+
+def test_linear_classifier_init_follows_the_cifar_originals():
+    """LDAM-DRW / MiSLAS resnet32 apply kaiming_normal_ to the Linear classifier too: std sqrt(2/64)."""
+    import torch
+
+    from ltlab.config import from_dict
+    from ltlab.methods import METHODS
+
+    class D:
+        num_classes = 100
+    torch.manual_seed(0)
+    w = METHODS["ce"].build_model(from_dict({"method": "ce"}), D).head.fc.weight
+    assert abs(w.std().item() - (2 / 64) ** 0.5) < 0.01                   # torch's default: std 1/(8 sqrt 3) = 0.072
+    assert w.abs().max().item() > 1 / 8                                   # outside torch's uniform(-1/8, 1/8)

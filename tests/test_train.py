@@ -67,10 +67,12 @@ def test_summary_recomputed_independently(demo_run):
 
 
 def test_resume_matches_uninterrupted(tmp_path):
-    full = ltlab.fit(demo_config(tmp_path / "full", epochs=3, eval_every=3))
-    part = ltlab.fit(demo_config(tmp_path / "part", epochs=2, eval_every=3))
+    # the schedule is given: left unset it would follow epochs, and 2 and 3 epochs differ
+    sched = {"milestones": [1], "warmup_epochs": 0, "eval_every": 3}
+    full = ltlab.fit(demo_config(tmp_path / "full", epochs=3, **sched))
+    part = ltlab.fit(demo_config(tmp_path / "part", epochs=2, **sched))
     (part / "summary.json").unlink()  # pretend it stopped after epoch 2
-    ltlab.fit(demo_config(tmp_path / "part", epochs=3, eval_every=3), resume=True)
+    ltlab.fit(demo_config(tmp_path / "part", epochs=3, **sched), resume=True)
     a = torch.load(full / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(part / "checkpoint.pt", weights_only=True)["model"]
     for k in a:

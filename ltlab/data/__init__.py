@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ltlab.data.counts import carve_val, lt_counts, lt_subset
+from ltlab.data.counts import carve_val, lt_counts, lt_subset, unused_val
 from ltlab.data.errors import DataError
 from ltlab.data.gpu_loader import CIFAR_MEAN, CIFAR_STD, GpuLoader, eval_batch_size
 from ltlab.data.sources import CIFAR10_CLASSES, Source, load_cifar, load_demo, load_image_folder
 
 __all__ = ["DataError", "DataBundle", "build_data", "GpuLoader", "CIFAR_MEAN", "CIFAR_STD", "CIFAR10_CLASSES",
-           "lt_counts", "lt_subset", "carve_val", "load_cifar", "load_image_folder", "load_demo", "Source"]
+           "lt_counts", "lt_subset", "carve_val", "unused_val", "resolve_val_split", "load_cifar", "load_image_folder", "load_demo", "Source"]
 
 SMALL_DATASETS = ("demo", "cifar10_lt", "cifar100_lt", "folder")
 LARGE_DATASETS = ("imagenet_lt", "places_lt", "inat18", "list")
@@ -53,8 +53,8 @@ class DataBundle:
             raise DataError(f"split {split!r}: expected one of train, val, test")
         x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
         if x is None:
-            raise DataError(f"split 'val' is absent for this dataset: set val_per_class > 0 to carve one "
-                            f"from the training images")
+            raise DataError(f"split 'val' is absent for this dataset: set val_split=carve (val_per_class "
+                            f"images a class held out of training) or give the dataset a val split")
         return GpuLoader(x, y, batch_size or eval_batch_size(x.device), train=False, mean=self.mean, std=self.std,
                          channels_last=self.channels_last)
 
@@ -87,21 +87,41 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple, tuple]:
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+# The validation split's seed is offset from the subset's so the two draws never share a stream.
+VAL_SEED_OFFSET = 1
+
+
+def resolve_val_split(cfg) -> str:
+    """Where a run's validation split comes from: 'shipped' (the demo's val/, a folder's val/,
+    a benchmark's val list), 'unused' (CIFAR training images outside the long-tailed subset),
+    'carve' (held out of the training subset) or 'none'."""
+    mode = getattr(cfg, "val_split", "auto")
+    if getattr(cfg, "val_per_class", 20) == 0:
+        return "none"                 # configs written before val_split existed: 0 meant no split
+    if mode != "auto":
+        return mode
+    if cfg.dataset in ("cifar10_lt", "cifar100_lt"):
+        return "unused"
+    return "shipped"                  # demo, folder (its val/ when present), list datasets
+
+
 def _select(cfg, src: Source):
     """(train_idx, val (x, y) or None) from the source's full train split, per the config."""
     n_train = len(src.train_y)
-    if cfg.dataset == "demo":
-        return np.arange(n_train), (src.val_x, src.val_y)
-    if cfg.dataset == "folder":
-        idx = np.arange(n_train)       # an image folder is taken as already long-tailed
-        if src.val_x is not None:
-            return idx, (src.val_x, src.val_y)
+    mode = resolve_val_split(cfg)
+    if cfg.dataset in ("demo", "folder"):
+        idx = np.arange(n_train)       # the demo and an image folder are taken as already long-tailed
     else:
         c = src.num_classes
         img_max = n_train // c          # LDAM: len(train) / C, 5,000 for CIFAR-10 and 500 for CIFAR-100
         counts = lt_counts(img_max, c, cfg.imb_factor, cfg.imb_profile)
         idx = lt_subset(src.train_y, counts, seed=cfg.lt_seed)
-    if cfg.val_per_class > 0:
+    if mode == "shipped":
+        return idx, (src.val_x, src.val_y)
+    if mode == "unused":
+        val_idx = unused_val(src.train_y, idx, cfg.val_per_class, seed=cfg.lt_seed + VAL_SEED_OFFSET)
+        return idx, (src.train_x[val_idx], src.train_y[val_idx])
+    if mode == "carve":
         idx, val_idx = carve_val(idx, src.train_y, cfg.val_per_class, seed=cfg.lt_seed)
         return idx, (src.train_x[val_idx], src.train_y[val_idx])
     return idx, (None, None)
@@ -112,8 +132,9 @@ def build_data(cfg, device) -> DataBundle:
 
     demo: the shipped set (data/demo), its val split, imb_factor must be 100; data_root ignored.
     cifar10_lt / cifar100_lt: LDAM-DRW subset (lt_counts + lt_subset(lt_seed)) of the full train
-    split, then val_per_class images a class carved out (seed lt_seed); test unchanged.
-    folder: data_root as given (already long-tailed); val from val/ or carved with val_per_class.
+    split; val (val_split auto = unused): val_per_class images a class drawn (seed lt_seed + 1)
+    from the training images outside the subset, or carved out of it with val_split=carve.
+    folder: data_root as given (already long-tailed); val from val/, or carved with val_split=carve.
     """
     name = cfg.dataset
     if name in LARGE_DATASETS:

@@ -89,3 +89,28 @@ def carve_val(indices, labels, per_class: int, seed: int) -> tuple[np.ndarray, n
                             f"no training image: expected val_per_class <= {len(pos) - 1}")
         held[pos[rng.permutation(len(pos))[:per_class]]] = True
     return indices[~held], indices[held]
+
+
+def unused_val(labels, subset, per_class: int, seed: int) -> np.ndarray:
+    """A balanced validation split from the training images the long-tailed subset leaves out.
+
+    For each class in label order, its full-train indices outside ``subset`` (in index order)
+    are permuted with one ``RandomState(seed)`` and the first ``per_class`` kept; returned in
+    class order. The subset itself is untouched, so the training set stays exactly the
+    LDAM-DRW one (12,406 images for CIFAR-10 at IF 100) while the 37,594 images the protocol
+    never uses give a validation split like ImageNet-LT's (20 a class).
+    """
+    labels = np.asarray(labels)
+    if per_class < 1:
+        raise DataError(f"val_per_class = {per_class!r}: expected an integer >= 1")
+    outside = np.ones(len(labels), dtype=bool)
+    outside[np.asarray(subset, dtype=np.int64)] = False
+    rng = np.random.RandomState(seed)
+    parts = []
+    for c in range(int(labels.max()) + 1 if len(labels) else 0):
+        pool = np.flatnonzero(outside & (labels == c))
+        if len(pool) < per_class:
+            raise DataError(f"val_per_class = {per_class}: class {c} has only {len(pool)} training images outside "
+                            f"the long-tailed subset; use a smaller val_per_class or val_split=carve")
+        parts.append(pool[rng.permutation(len(pool))[:per_class]])
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)

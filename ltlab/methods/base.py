@@ -29,11 +29,20 @@ class Recipe:
     clip_grad_norm = None  # max global gradient norm before each optimizer step (None: no clipping)
     # method-specific knobs in cfg.extra: name -> (type, default, help)
     extra_keys: dict = {}
+    linear_init = "kaiming"   # a linear head on resnet32: 'kaiming' (the CIFAR originals) or 'default' (torch's)
+    epoch_extra_keys: tuple = ()   # extra knobs counted in epochs, scaled with a shortened run
 
     # ---- configuration ----------------------------------------------------------------
     def defaults(self, user: dict) -> dict:
         """Config defaults of this method; `user` is what the user gave (to pick per dataset)."""
         return {}
+
+    def resolve(self, merged: dict, user: dict, paper_epochs: int) -> dict:
+        """The merged config (defaults < user) before validation: by default, the schedule
+        follows a user's ``epochs`` (ltlab.schedule.follow_epochs)."""
+        from ltlab.schedule import follow_epochs
+        known = self.known_extra()
+        return follow_epochs(merged, user, paper_epochs, {k: known[k][1] for k in self.epoch_extra_keys})
 
     def known_extra(self) -> dict:
         """This method's knobs plus the sampler knobs every method may set."""
@@ -67,7 +76,12 @@ class Recipe:
 
     # ---- pieces ------------------------------------------------------------------------
     def build_model(self, cfg, data) -> nn.Module:
-        return build_model(cfg.model, data.num_classes, self.head)
+        model = build_model(cfg.model, data.num_classes, self.head)
+        if self.head == "linear" and cfg.model == "resnet32" and self.linear_init == "kaiming":
+            # LDAM-DRW's and MiSLAS's resnet32 apply kaiming_normal_ to every Conv2d and Linear
+            # (their _weights_init), the classifier included; its bias keeps torch's default
+            nn.init.kaiming_normal_(model.head.fc.weight)
+        return model
 
     def build_loss(self, cfg, data) -> nn.Module:
         return LOSSES[self.loss]()

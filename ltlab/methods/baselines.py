@@ -103,6 +103,7 @@ class LDAMDRW(_LDAMLineage):
                   "ldam_s": (float, 30.0, "scale of the cosine logits"),
                   "drw_epoch": (int, 160, "re-weighting is on for epochs e > drw_epoch (1-based)"),
                   "drw_beta": (float, 0.9999, "beta of the DRW class-balanced weights")}
+    epoch_extra_keys = ("drw_epoch",)
 
     def check(self, cfg):
         super().check(cfg)

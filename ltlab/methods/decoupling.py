@@ -197,15 +197,20 @@ class TauNorm(_PostHoc):
     def check(self, cfg):
         super().check(cfg)
         s1 = read_stage1_config(cfg.stage1_run)
-        has_val = (Path(cfg.stage1_run) / "predictions" / "val.npz").is_file() \
-            or s1.get("val_per_class", 0) > 0 or s1.get("dataset") == "demo"
-        if not has_val:
-            raise ConfigError(f"method 'tau_norm' chooses tau on a validation split, and stage-one run "
-                              f"'{cfg.stage1_run}' has none: rerun stage one with val_per_class > 0 (e.g. 20)")
         s1_recipe = METHODS.get(s1.get("method"))
         if s1_recipe is not None and s1_recipe.head != "linear":
             raise ConfigError(f"method 'tau_norm' rescales a linear classifier; stage-one run '{cfg.stage1_run}' "
                               f"(method '{s1['method']}') has a {s1_recipe.head} head")
+        from types import SimpleNamespace
+
+        from ltlab.data import resolve_val_split
+        s1_split = resolve_val_split(SimpleNamespace(**{"val_split": "auto", **s1}))
+        has_val = (Path(cfg.stage1_run) / "predictions" / "val.npz").is_file() \
+            or s1_split in ("unused", "carve") or s1.get("dataset") == "demo"
+        if not has_val:
+            raise ConfigError(f"method 'tau_norm' chooses tau on a validation split, and stage-one run "
+                              f"'{cfg.stage1_run}' has none: rerun stage one with a validation split "
+                              f"(val_split auto or carve, val_per_class > 0)")
         if self.opt(cfg, "tau_metric") not in ("balanced accuracy", "top1"):
             raise ConfigError(f"extra key 'tau_metric' = {self.opt(cfg, 'tau_metric')!r}: allowed values are "
                               "balanced accuracy, top1")

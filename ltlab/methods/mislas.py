@@ -12,6 +12,12 @@ only: delete ``<run_dir>_stage1`` to retrain stage one). ``extra.mislas_stage1``
 config keys) overrides the stage-one config, e.g. ``{epochs: 100, milestones: [80, 90]}``;
 ``weight_decay`` is shared by both stages.
 
+Run length in one invocation (no ``stage1_run``): ``epochs`` is the length of stage one (paper: 200
+on CIFAR), whose milestones and warm-up scale with it (ltlab.schedule); stage two gets the paper's
+10 epochs scaled the same way, round(10 * epochs / 200), at least 1. ``mislas epochs=30`` is a
+30-epoch stage one (warm-up 1, x0.1 after 24 and 27) and a 2-epoch stage two. Both plans are
+printed before anything trains. With ``stage1_run`` set, ``epochs`` is stage two's alone.
+
 Stage two (CIFAR): the stage-one classifier is fine-tuned (not re-initialised) under a learnable
 per-class scale f (init 1): logits = f * (W x + b). Loss: label-aware smoothing
 (ltlab.losses_multi.LabelAwareSmoothing, concave). Class-balanced sampler, no mixup, 10 epochs,
@@ -43,6 +49,7 @@ from ltlab.config import FIELDS, ConfigError
 from ltlab.losses_multi import LAS_SHAPES, LabelAwareSmoothing
 from ltlab.methods.base import Recipe, register
 from ltlab.methods.stage2 import DATA_KEYS, Stage2Recipe
+from ltlab.schedule import follow_epochs, scale_epoch
 
 # dataset -> {imb_factor: (eps_head, eps_tail, lr_factor)}, shift_bn
 _CIFAR10 = ({100: (0.3, 0.0, 0.5), 50: (0.2, 0.0, 0.2), 10: (0.1, 0.0, 0.2)}, False)
@@ -78,7 +85,10 @@ def stage1_config(cfg) -> dict:
     d.update({k: getattr(cfg, k) for k in ("seed", "device", "amp", "channels_last", "compile", "eval_every",
                                            "progress", "momentum", "weight_decay", "accum_steps", "sync_bn",
                                            "num_workers", "weights")})
-    d.update(dict(cfg.extra.get("mislas_stage1") or {}))
+    overrides = dict(cfg.extra.get("mislas_stage1") or {})
+    paper_epochs = d["epochs"]
+    d.update(overrides)
+    d = follow_epochs(d, overrides, paper_epochs, {})
     run_dir = Path(str(cfg.resolved_run_dir()) + "_stage1")
     d.update({"method": "ce", "stage1_run": "", "run_dir": str(run_dir), "run_name": run_dir.name})
     return d
@@ -125,6 +135,20 @@ class MiSLAS(Stage2Recipe):
         d["extra"] = {**mislas_table(dataset, imb), "cb_epoch": "n"}
         return d
 
+    def resolve(self, merged: dict, user: dict, paper_epochs: int) -> dict:
+        """Without stage1_run, a user's ``epochs`` is stage one's; stage two scales with it."""
+        epochs = user.get("epochs")
+        if merged.get("stage1_run") or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            return super().resolve(merged, user, paper_epochs)
+        dataset = merged.get("dataset", FIELDS["dataset"].default)
+        stage1_paper = 200 if dataset in SMALL else LARGE_STAGE1.get(dataset, (90, 0))[0]
+        extra = dict(merged.get("extra") or {})
+        s1 = extra.get("mislas_stage1") or {}
+        if not isinstance(s1, dict) or "epochs" in s1:    # both stages set: epochs is stage two's
+            return super().resolve(merged, user, paper_epochs)
+        extra["mislas_stage1"] = {**s1, "epochs": epochs}
+        return dict(merged, extra=extra, epochs=max(1, scale_epoch(paper_epochs, epochs, stage1_paper)))
+
     def check(self, cfg) -> None:
         if cfg.stage1_run:
             super().check(cfg)
@@ -150,8 +174,14 @@ class MiSLAS(Stage2Recipe):
         from ltlab.evaluate import is_finished
         from ltlab.train import config_diff, fit
 
+        from ltlab import distributed as D
+        from ltlab import schedule
         s1 = config_mod.from_dict(stage1_config(cfg))
         s1_dir = s1.resolved_run_dir()
+        if cfg.progress:
+            D.log(f"mislas plan: stage one (ce, mixup {s1.mixup_alpha:g}) -> {s1_dir}: {schedule.describe(s1)}")
+            D.log(f"mislas plan: stage two (label-aware smoothing, {cfg.sampler} sampler) -> "
+                  f"{cfg.resolved_run_dir()}: {schedule.describe(cfg)}")
         if is_finished(s1_dir):
             saved = yaml.safe_load((s1_dir / "config.yaml").read_text())
             # unlike a resume, a reused stage one must match in epochs too

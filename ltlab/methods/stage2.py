@@ -14,7 +14,7 @@ from ltlab.config import ConfigError
 from ltlab.io import load_checkpoint
 from ltlab.methods.base import METHODS, Recipe
 
-DATA_KEYS = ("dataset", "data_root", "imb_factor", "imb_profile", "lt_seed", "val_per_class", "model",
+DATA_KEYS = ("dataset", "data_root", "imb_factor", "imb_profile", "lt_seed", "val_split", "val_per_class", "model",
              "train_list", "val_list", "test_list", "img_size")
 
 
