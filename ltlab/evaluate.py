@@ -72,6 +72,8 @@ def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, secon
         if split == "val" and data.val_x is None:
             continue
         p = predict_split(split)
+        if split == "val" and getattr(data, "val_indices", None) is not None:
+            p = {**p, "source_index": data.val_indices}   # positions in the full train split: where val came from
         atomic_savez(pred_dir / f"{split}.npz", train_counts=np.asarray(data.train_counts, dtype=np.int64),
                      **exported, **p)
     if not main:

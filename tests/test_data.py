@@ -106,24 +106,31 @@ def test_carve_val():
         carve_val(idx, labels, 3, seed=0)
 
 
-def test_unused_val_refuses_a_class_without_unused_images():
-    labels = np.repeat(np.arange(3), [10, 10, 10])
-    subset = lt_subset(labels, [10, 4, 1], seed=0)
-    with pytest.raises(DataError, match="class 0 has only 0 training images outside"):
-        unused_val(labels, subset, 3, seed=1)
-
-
 def test_unused_val_hand_case():
     labels = np.repeat(np.arange(2), [6, 6])
     subset = np.array([0, 1, 6])                                  # class 0 keeps 0, 1; class 1 keeps 6
-    val = unused_val(labels, subset, 2, seed=3)
+    train, val = unused_val(labels, subset, 2, seed=3)
     # RandomState(3).permutation over each class's unused pool, in index order, first 2 kept
     rng = np.random.RandomState(3)
     pool0, pool1 = np.array([2, 3, 4, 5]), np.array([7, 8, 9, 10, 11])
     expect = np.concatenate([pool0[rng.permutation(4)[:2]], pool1[rng.permutation(5)[:2]]])
     np.testing.assert_array_equal(val, expect)
+    np.testing.assert_array_equal(train, subset)                  # the subset is untouched
     assert not set(val) & set(subset) and np.bincount(labels[val]).tolist() == [2, 2]
-    assert not np.array_equal(unused_val(labels, subset, 2, seed=4), val)
+    assert not np.array_equal(unused_val(labels, subset, 2, seed=4)[1], val)
+
+
+def test_unused_val_a_fully_used_head_lends_from_itself_only():
+    labels = np.repeat(np.arange(3), [10, 10, 10])
+    subset = lt_subset(labels, [10, 4, 1], seed=0)                # class 0: every image in the subset
+    train, val = unused_val(labels, subset, 3, seed=1)
+    assert np.bincount(labels[val], minlength=3).tolist() == [3, 3, 3]
+    assert np.bincount(labels[train], minlength=3).tolist() == [7, 4, 1]   # the tail keeps all it had
+    assert set(val[labels[val] > 0]).isdisjoint(subset) and set(train) <= set(subset)
+    assert not set(train) & set(val)
+    with pytest.raises(DataError, match="class 2 has 0 training images outside"):
+        unused_val(np.repeat(np.arange(3), [10, 10, 1]), lt_subset(np.repeat(np.arange(3), [10, 10, 1]),
+                   [10, 4, 1], seed=0), 3, seed=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,12 +481,17 @@ def test_real_cifar10_folder(cifar10_folder):
     assert src.class_names == list(CIFAR10_CLASSES)
     assert np.bincount(src.train_y).tolist() == [5000] * 10
     b = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder)), "cpu")
-    assert b.train_x.shape[0] == 12406 and b.test_x.shape[0] == 10000
-    # the default validation split: 20 a class from the 37,594 training images outside the subset
+    assert b.test_x.shape[0] == 10000
+    # the default validation split: 20 a class from the 37,594 training images outside the subset;
+    # class 0 keeps all 5,000 of its images in the subset, so its 20 come from there
     assert b.val_x.shape[0] == 200 and np.bincount(b.val_y.numpy()).tolist() == [20] * 10
-    assert b.train_counts.tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert b.train_counts.tolist() == [4980, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    ldam = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder), val_split="none"), "cpu")
+    assert ldam.train_x.shape[0] == 12406 and ldam.val_x is None
+    assert ldam.train_counts.tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert set(b.train_indices.tolist()) < set(ldam.train_indices.tolist())
     # the demo's training files are a subset of the full IF-100 subset (same per-class shuffle)
-    chosen = {(CIFAR10_CLASSES[i // 5000], f"{i % 5000:04d}.jpg") for i in b.train_indices.tolist()}
+    chosen = {(CIFAR10_CLASSES[i // 5000], f"{i % 5000:04d}.jpg") for i in ldam.train_indices.tolist()}
     demo = {(c, p.name) for c in CIFAR10_CLASSES for p in (REPO / "data" / "demo" / "train" / c).iterdir()}
     assert len(demo) == 1236 and demo <= chosen
     bv = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder), val_split="carve",

@@ -40,6 +40,7 @@ class DataBundle:
     img_size: int | tuple             # H for square images, else (H, W)
     channels_last: bool = True
     train_indices: np.ndarray | None = None   # positions of the training images in the full train split
+    val_indices: np.ndarray | None = None     # same, for a val split drawn from the train split (unused / carve)
     origin: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -106,7 +107,7 @@ def resolve_val_split(cfg) -> str:
 
 
 def _select(cfg, src: Source):
-    """(train_idx, val (x, y) or None) from the source's full train split, per the config."""
+    """(train_idx, val (x, y) or None, val_idx or None) from the source's full train split."""
     n_train = len(src.train_y)
     mode = resolve_val_split(cfg)
     if cfg.dataset in ("demo", "folder"):
@@ -117,14 +118,14 @@ def _select(cfg, src: Source):
         counts = lt_counts(img_max, c, cfg.imb_factor, cfg.imb_profile)
         idx = lt_subset(src.train_y, counts, seed=cfg.lt_seed)
     if mode == "shipped":
-        return idx, (src.val_x, src.val_y)
+        return idx, (src.val_x, src.val_y), None
     if mode == "unused":
-        val_idx = unused_val(src.train_y, idx, cfg.val_per_class, seed=cfg.lt_seed + VAL_SEED_OFFSET)
-        return idx, (src.train_x[val_idx], src.train_y[val_idx])
+        idx, val_idx = unused_val(src.train_y, idx, cfg.val_per_class, seed=cfg.lt_seed + VAL_SEED_OFFSET)
+        return idx, (src.train_x[val_idx], src.train_y[val_idx]), val_idx
     if mode == "carve":
         idx, val_idx = carve_val(idx, src.train_y, cfg.val_per_class, seed=cfg.lt_seed)
-        return idx, (src.train_x[val_idx], src.train_y[val_idx])
-    return idx, (None, None)
+        return idx, (src.train_x[val_idx], src.train_y[val_idx]), val_idx
+    return idx, (None, None), None
 
 
 def build_data(cfg, device) -> DataBundle:
@@ -156,7 +157,7 @@ def build_data(cfg, device) -> DataBundle:
         src = load_image_folder(cfg.data_root)
     else:
         src = load_cifar(name.replace("_lt", ""), cfg.data_root)
-    train_idx, (val_x, val_y) = _select(cfg, src)
+    train_idx, (val_x, val_y), val_idx = _select(cfg, src)
 
     train_x_np = src.train_x[train_idx]
     train_y_np = src.train_y[train_idx]
@@ -176,4 +177,5 @@ def build_data(cfg, device) -> DataBundle:
         mean=tuple(mean), std=tuple(std), img_size=int(h) if h == w else (int(h), int(w)),
         channels_last=bool(getattr(cfg, "channels_last", True)),
         train_indices=np.asarray(train_idx, dtype=np.int64),
+        val_indices=None if val_idx is None else np.asarray(val_idx, dtype=np.int64),
         origin=src.origin)

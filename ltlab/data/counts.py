@@ -91,26 +91,41 @@ def carve_val(indices, labels, per_class: int, seed: int) -> tuple[np.ndarray, n
     return indices[~held], indices[held]
 
 
-def unused_val(labels, subset, per_class: int, seed: int) -> np.ndarray:
-    """A balanced validation split from the training images the long-tailed subset leaves out.
+def unused_val(labels, subset, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices): a balanced validation split from the training images the
+    long-tailed subset leaves out, the subset untouched wherever it can be.
 
-    For each class in label order, its full-train indices outside ``subset`` (in index order)
-    are permuted with one ``RandomState(seed)`` and the first ``per_class`` kept; returned in
-    class order. The subset itself is untouched, so the training set stays exactly the
-    LDAM-DRW one (12,406 images for CIFAR-10 at IF 100) while the 37,594 images the protocol
-    never uses give a validation split like ImageNet-LT's (20 a class).
+    For each class in label order, its full-train indices outside ``subset`` (in index order) are
+    permuted with one ``RandomState(seed)`` and the first ``per_class`` kept. A class with fewer
+    images outside the subset than ``per_class`` (only the head: CIFAR-LT's class 0 keeps all
+    of its images) takes what is outside and the rest from its own images in the subset (the next
+    draw of the same RandomState), so the tail never gives up an image. CIFAR-10 at IF 100:
+    classes 1-9 draw from the 37,594 images the protocol never uses; class 0 trains on 4,980 of
+    its 5,000 (12,386 images in all instead of 12,406).
     """
     labels = np.asarray(labels)
+    subset = np.asarray(subset, dtype=np.int64)
     if per_class < 1:
         raise DataError(f"val_per_class = {per_class!r}: expected an integer >= 1")
     outside = np.ones(len(labels), dtype=bool)
-    outside[np.asarray(subset, dtype=np.int64)] = False
+    outside[subset] = False
+    in_subset = labels[subset]
     rng = np.random.RandomState(seed)
-    parts = []
+    parts, borrowed = [], []
     for c in range(int(labels.max()) + 1 if len(labels) else 0):
         pool = np.flatnonzero(outside & (labels == c))
-        if len(pool) < per_class:
-            raise DataError(f"val_per_class = {per_class}: class {c} has only {len(pool)} training images outside "
-                            f"the long-tailed subset; use a smaller val_per_class or val_split=carve")
-        parts.append(pool[rng.permutation(len(pool))[:per_class]])
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+        take = pool[rng.permutation(len(pool))[:per_class]]
+        short = per_class - len(take)
+        if short > 0:
+            own = subset[in_subset == c]
+            if len(own) - short < 1:
+                raise DataError(f"val_per_class = {per_class}: class {c} has {len(pool)} training images outside the "
+                                f"long-tailed subset and {len(own)} in it; use a smaller val_per_class")
+            extra = own[rng.permutation(len(own))[:short]]
+            borrowed.append(extra)
+            take = np.concatenate([take, extra])
+        parts.append(take)
+    val = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+    if borrowed:
+        subset = subset[~np.isin(subset, np.concatenate(borrowed))]
+    return subset, val
