@@ -291,10 +291,11 @@ def collect(points, out_dir: Path, executed: set) -> list[dict]:
 def print_status(records: list[dict]) -> None:
     counts = {}
     for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        state = "done" if r["status"] == "ok" else r["status"]
+        counts[state] = counts.get(state, 0) + 1
         when = time.strftime("%H:%M:%S", time.localtime(r["started"])) if r.get("started") else ""
         job = r.get("slurm_job", "")
-        print(f"{r['name']:40s} {r['status']:9s} {job:12s} {when:8s} {r.get('error') or ''}".rstrip())
+        print(f"{r['name']:40s} {state:9s} {job:12s} {when:8s} {r.get('error') or ''}".rstrip())
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 

@@ -158,7 +158,7 @@ def run_slurm(tasks: list[dict], opts: dict, out_dir: Path, batch: str) -> None:
     jobs = read_jobs(out_dir)
     alive = {j for j, s in slurm_states(jobs[t["name"]]["job"] for t in tasks if t["name"] in jobs).items()
              if s in ALIVE}
-    ex = submitit.SlurmExecutor(folder=out_dir / "slurm" / "%A_%a", max_num_timeout=3)
+    ex = submitit.SlurmExecutor(folder=out_dir / "slurm", max_num_timeout=3)
     resources = {"time": opts["time"], "cpus_per_task": opts["cpus"], "array_parallelism": opts["jobs"],
                  "job_name": f"ltlab-{batch}", "nodes": 1, "ntasks_per_node": 1}
     resources.update({k: v for k, v in (("partition", opts["partition"]), ("mem", opts["mem"]),
