@@ -122,11 +122,21 @@ class _SlurmPoint:
         return submitit.helpers.DelayedSubmission(self, task)
 
 
+def _need_slurm():
+    import shutil
+
+    missing = [c for c in ("sbatch", "squeue", "scontrol") if not shutil.which(c)]
+    if missing:
+        raise ConfigError(f"executor 'slurm': {', '.join(missing)} not found on PATH; run on a SLURM login node "
+                          "or use --executor local")
+
+
 def slurm_states(job_ids) -> dict:
     """SLURM state of each job id ('123' or '123_4') that squeue or scontrol still knows."""
     ids = sorted({str(j) for j in job_ids if j})
     if not ids:
         return {}
+    _need_slurm()
     out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True, text=True).stdout
     states = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
     for j in ids:
@@ -155,6 +165,7 @@ def run_slurm(tasks: list[dict], opts: dict, out_dir: Path, batch: str) -> None:
     Points whose earlier job is still queued or running are waited for, not submitted again."""
     import submitit
 
+    _need_slurm()
     jobs = read_jobs(out_dir)
     alive = {j for j, s in slurm_states(jobs[t["name"]]["job"] for t in tasks if t["name"] in jobs).items()
              if s in ALIVE}
@@ -180,8 +191,8 @@ def run_slurm(tasks: list[dict], opts: dict, out_dir: Path, batch: str) -> None:
         previous = sorted({jobs[t["name"]]["job"].split("_")[0] for t in fresh}
                           | {jobs[t["name"]]["job"] for t in adopted})
         if fresh:
-            print(f"[{batch}] submitted {len(fresh)} task(s) as SLURM array {previous[0] if not adopted else previous}"
-                  f", at most {opts['jobs']} at once", flush=True)
+            print(f"[{batch}] submitted {len(fresh)} run(s) as SLURM job {submitted[0].job_id.split('_')[0]}, "
+                  f"at most {opts['jobs']} at once", flush=True)
     wait_slurm([jobs[t["name"]]["job"] for t in tasks], batch)
 
 

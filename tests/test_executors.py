@@ -145,3 +145,9 @@ def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):
     raw = [v.tag for f in run_dir.glob("events.out.tfevents.*") for e in EventFileLoader(str(f)).Load()
            for v in e.summary.value if e.step == 3]
     assert sorted(raw) == sorted(set(raw)) and "train/loss" in raw
+
+
+def test_slurm_without_sbatch_is_bad_input(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match="executor 'slurm': sbatch, squeue, scontrol not found on PATH"):
+        X.run_slurm([{"name": "p", "deps": []}], X.options({"name": "slurm"}, {}, "f"), None, "b")
