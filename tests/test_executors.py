@@ -151,3 +151,30 @@ def test_slurm_without_sbatch_is_bad_input(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="executor 'slurm': sbatch, squeue, scontrol not found on PATH"):
         X.run_slurm([{"name": "p", "deps": []}], X.options({"name": "slurm"}, {}, "f"), None, "b")
+
+
+def test_epoch_log_replays_metrics_csv(tmp_path):
+    """Reopened after a resume, the event files are metrics.csv again: a row dropped by the
+    truncation to the checkpoint's epoch disappears from them too."""
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ltlab.tblog import EpochLog
+
+    log = EpochLog(tmp_path)
+    rows = [{"epoch": e, "lr": 0.1, "train_loss": 2.0 / e, "test_top1": 0.1 * e if e % 2 == 0 else None}
+            for e in (1, 2, 3)]
+    for r in rows:
+        log.epoch(r)
+    log.close()
+    pd.DataFrame(rows[:2]).to_csv(tmp_path / "metrics.csv", index=False)   # resumed from epoch 2's checkpoint
+    log = EpochLog(tmp_path)
+    log.epoch({"epoch": 3, "lr": 0.1, "train_loss": 0.5})
+    log.final({"many": 0.9, "medium": None, "few": 0.1}, 3)
+    log.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 2.0), (2, 1.0), (3, 0.5)]
+    assert [e.step for e in acc.Scalars("test/top1")] == [2]
+    assert "test/medium" not in acc.Tags()["scalars"] and acc.Scalars("test/few")[0].value == pytest.approx(0.1)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1

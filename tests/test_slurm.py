@@ -16,13 +16,13 @@ pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailabl
 
 def _spec(data_root):
     return {"name": "grid", "notebook": str(REPO / "notebooks" / "01_train.ipynb"),
-            "parameters": {"dataset": "folder", "data_root": str(data_root), "epochs": 2, "eval_every": 1,
+            "parameters": {"dataset": "folder", "data_root": str(data_root), "epochs": 1,
                            "device": "cpu", "batch_size": 16},
             "grid": {"seed": [0]},
             "runs": [{"name": "s1", "parameters": {"method": "ce"}},
                      {"name": "bad", "parameters": {"method": "no_such_method"}},
                      {"name": "tau", "parameters": {"method": "tau_norm", "stage1_run": "@s1"}}],
-            "executor": {"name": "slurm", "jobs": 2, "time": 10, "cpus": 1}}
+            "executor": {"name": "slurm", "jobs": 2, "time": 30, "cpus": 1}}
 
 
 def _statuses(reports):
@@ -69,7 +69,7 @@ def test_slurm_batch_matches_local_batch(tmp_path, monkeypatch, capsys):
         assert jobs2["bad_seed-0"]["job"] != jobs["bad_seed-0"]["job"]
 
     monkeypatch.chdir(tmp_path / "local")
-    assert main(["batch", str(exp), "--executor", "local"]) == 0
+    assert main(["batch", str(exp), "--executor", "local", "--jobs", "2"]) == 0
     local = _statuses(tmp_path / "local" / "reports")
     assert {k: v["status"] for k, v in local.items()} == {k: v["status"] for k, v in slurm.items()} == {
         "s1_seed-0": "ok", "tau_seed-0": "ok", "bad_seed-0": "failed"}
