@@ -10,7 +10,7 @@ import ltlab.batch as B
 from ltlab import executors as X
 from ltlab.config import ConfigError
 
-from conftest import REPO, demo_config, tiny_folder
+from conftest import REPO, demo_config, small_demo, tiny_folder
 
 
 def test_options_merge_and_refuse():
@@ -109,8 +109,8 @@ def test_two_local_jobs_overlap(tmp_path, monkeypatch):
 
 
 def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):
-    """Killed after epoch 3's metrics row but before its checkpoint: the resumed run replays
-    epoch 3, and the event files hold each epoch once, equal to metrics.csv."""
+    """Killed after epoch 2's metrics row but before its checkpoint: the resumed run replays
+    epoch 2, and the event files hold each epoch once, equal to metrics.csv."""
     import pandas as pd
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -118,32 +118,33 @@ def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):
     import ltlab
     import ltlab.train as T
 
+    small_demo(monkeypatch, train_cap=8, test_cap=10)   # the real loop on 8 images a class
     run_dir = tmp_path / "run"
     real = T.save_checkpoint
 
-    def killed_at_3(path, model, optimizer, epoch, cfg):
-        if epoch == 3:
+    def killed_at_2(path, model, optimizer, epoch, cfg):
+        if epoch == 2:
             raise KeyboardInterrupt
         real(path, model, optimizer, epoch, cfg)
 
-    monkeypatch.setattr(T, "save_checkpoint", killed_at_3)
+    monkeypatch.setattr(T, "save_checkpoint", killed_at_2)
     with pytest.raises(KeyboardInterrupt):
-        ltlab.fit(demo_config(run_dir, epochs=4))
+        ltlab.fit(demo_config(run_dir, epochs=3))
     monkeypatch.setattr(T, "save_checkpoint", real)
-    ltlab.fit(demo_config(run_dir, epochs=4), resume=True)
+    ltlab.fit(demo_config(run_dir, epochs=3), resume=True)
 
     metrics = pd.read_csv(run_dir / "metrics.csv")
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
     loss = acc.Scalars("train/loss")
-    assert [e.step for e in loss] == [1, 2, 3, 4]
+    assert [e.step for e in loss] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx(metrics["train_loss"].tolist(), rel=1e-6)
-    assert [e.step for e in acc.Scalars("test/top1")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("test/top1")] == [1, 2, 3]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert acc.Scalars("test/few")[0].value == pytest.approx(summary["few"]) and acc.Scalars("test/few")[0].step == 4
+    assert acc.Scalars("test/few")[0].value == pytest.approx(summary["few"]) and acc.Scalars("test/few")[0].step == 3
     # the files themselves, not only TensorBoard's reading of them, hold no duplicate step
     raw = [v.tag for f in run_dir.glob("events.out.tfevents.*") for e in EventFileLoader(str(f)).Load()
-           for v in e.summary.value if e.step == 3]
+           for v in e.summary.value if e.step == 2]
     assert sorted(raw) == sorted(set(raw)) and "train/loss" in raw
 
 
