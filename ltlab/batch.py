@@ -25,6 +25,7 @@ import html
 import itertools
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -33,7 +34,8 @@ import yaml
 from ltlab.config import ConfigError, load_yaml
 from ltlab.io import atomic_write_json, atomic_write_text
 
-KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout"}
+KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout",
+        "executor"}
 SUMMARY_COLUMNS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll", "seconds")
 
 
@@ -129,21 +131,32 @@ def render_html(ipynb: Path) -> Path:
     return out
 
 
-def execute(notebook, out_ipynb: Path, params: dict, kernel: str, cwd, timeout=None) -> dict:
+# papermill#511: a kernel started next to others can lose its ZMQ ports to them and die
+# before running a cell; such a start is retried (nothing of the run has executed yet).
+KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying to kernel_info",
+                       "Kernel didn't respond")
+
+
+def execute(notebook, out_ipynb: Path, params: dict, kernel: str, cwd, timeout=None, attempts=3) -> dict:
     """Run one notebook with papermill; returns a status record, never raises on failure."""
     import papermill
 
     t0 = time.time()
-    status = {"status": "ok", "error": None}
-    try:
-        papermill.execute_notebook(str(notebook), str(out_ipynb), parameters=params, kernel_name=kernel,
-                                   cwd=str(cwd), progress_bar=False, execution_timeout=timeout)
-    except papermill.PapermillExecutionError as e:
-        status = {"status": "failed", "error": f"{e.ename}: {e.evalue}".strip()[:500]}
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # kernel died, missing kernel...
-        status = {"status": "failed", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+    for attempt in range(attempts):
+        status = {"status": "ok", "error": None}
+        try:
+            papermill.execute_notebook(str(notebook), str(out_ipynb), parameters=params, kernel_name=kernel,
+                                       cwd=str(cwd), progress_bar=False, execution_timeout=timeout)
+        except papermill.PapermillExecutionError as e:
+            status = {"status": "failed", "error": f"{e.ename}: {e.evalue}".strip()[:500]}
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # kernel died, missing kernel...
+            status = {"status": "failed", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+            if attempt + 1 < attempts and any(m in str(e) for m in KERNEL_START_ERRORS):
+                time.sleep(1.0 + 2.0 * attempt)
+                continue
+        break
     if out_ipynb.exists():
         try:
             render_html(out_ipynb)
@@ -153,11 +166,60 @@ def execute(notebook, out_ipynb: Path, params: dict, kernel: str, cwd, timeout=N
     return status
 
 
-def run_batch(experiments, reports="reports", rerun=False) -> Path:
-    """Execute the grid, then write reports/<name>/index.html; returns the index path."""
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_point(task: dict) -> dict:
+    """Execute one grid point (here, in a pool worker or in a SLURM task) and write its status
+    file: 'running' with its start, then the result with its end."""
+    from ltlab.evaluate import is_finished
+
+    out_dir, name, run_dir = Path(task["out_dir"]), task["name"], Path(task["run_dir"])
+    status_file = out_dir / f"{name}.status.json"
+    # a requeued SLURM task finds its own record: it resumes, it never restarts a second time
+    restart = task["restart"] and _read(status_file).get("token") != task["token"]
+    rec = {"name": name, "params": task["params"], "digest": task["digest"], "run_dir": str(run_dir),
+           "ipynb": f"{name}.ipynb", "html": f"{name}.html", "token": task["token"], "status": "running",
+           "error": None, "started": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        rec["slurm_job"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    atomic_write_json(status_file, rec)
+    print(f"[{task['batch']}] {name}: running", flush=True)
+    params = {**task["params"], "restart": restart}
+    try:
+        rec.update(execute(task["notebook"], out_dir / f"{name}.ipynb", params, task["kernel"], task["root"],
+                           task["timeout"]))
+    except KeyboardInterrupt:
+        rec.update(status="interrupted", error="interrupted by the user (Ctrl-C)", finished=time.time())
+        atomic_write_json(status_file, rec)
+        raise
+    if rec["status"] == "ok" and not is_finished(run_dir):
+        rec.update(status="failed", error="the notebook finished but the run has no summary.json")
+    rec["analysis"] = []
+    if rec["status"] == "ok":
+        for nb in task["analysis"]:
+            stem = f"{name}__{Path(nb).stem}"
+            a = execute(Path(task["root"]) / nb, out_dir / f"{stem}.ipynb", {"run_dir": str(run_dir)},
+                        task["kernel"], task["root"])
+            rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{stem}.html", **a})
+    rec["finished"] = time.time()
+    atomic_write_json(status_file, rec)
+    print(f"[{task['batch']}] {name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
+    return rec
+
+
+def run_batch(experiments, reports="reports", rerun=False, executor: dict | None = None, status=False) -> Path:
+    """Execute the grid's unfinished points with the executor (see ltlab.executors), then
+    write reports/<name>/index.html from the status files and run directories; returns its
+    path. status=True executes nothing: it prints each point's state and rewrites the index."""
+    import uuid
+
+    from ltlab import executors
     from ltlab.evaluate import is_finished
 
     spec = load_experiments(experiments)
+    opts = executors.options(spec.get("executor"), executor or {}, f"experiments file '{experiments}'")
     root = Path.cwd()
     notebook = (root / spec["notebook"]).resolve()
     if not notebook.is_file():
@@ -168,52 +230,73 @@ def run_batch(experiments, reports="reports", rerun=False) -> Path:
     for nb in spec["analysis"] + ([spec["compare"]] if spec.get("compare") else []):
         if not (root / nb).is_file():
             raise ConfigError(f"experiments file '{experiments}': notebook '{nb}' not found")
-    kernel = spec.get("kernel", "ltlab")
-    out_dir = Path(reports) / spec["name"]
+    out_dir = (Path(reports) / spec["name"]).resolve()
     runs_root = Path(spec.get("runs_root", "runs")) / spec["name"]
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would flood the saved notebooks
 
-    records = []
+    tasks, token = [], uuid.uuid4().hex
     for name, params in points:
         run_dir = (runs_root / name).resolve()
+        deps = [v[1:] for v in params.values() if isinstance(v, str) and v.startswith("@")]
         params = {**resolve_refs(params, runs_root), "run_dir": str(run_dir)}
-        status_file = out_dir / f"{name}.status.json"
-        prev = json.loads(status_file.read_text()) if status_file.exists() else {}
+        prev = _read(out_dir / f"{name}.status.json")
         digest = _digest(params)
         done = prev.get("digest") == digest and prev.get("status") == "ok" and is_finished(run_dir)
-        if done and not rerun:
-            records.append({**prev, "cached": True})
+        if status or (done and not rerun):
             continue
         # a different parameter set under the same name starts the run over
-        params_run = {**params, "restart": prev.get("digest") not in (None, digest) or rerun}
-        print(f"[{spec['name']}] {name}: running", flush=True)
-        rec = {"name": name, "params": params, "digest": digest, "run_dir": str(run_dir),
-               "ipynb": f"{name}.ipynb", "html": f"{name}.html"}
-        try:
-            rec.update(execute(notebook, out_dir / f"{name}.ipynb", params_run, kernel, root, spec.get("timeout")))
-        except KeyboardInterrupt:
-            rec.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
-            atomic_write_json(status_file, rec)
-            write_index(out_dir, spec, records + [rec])
-            raise
-        if rec["status"] == "ok" and not is_finished(run_dir):
-            rec.update(status="failed", error="the notebook finished but the run has no summary.json")
-        rec["analysis"] = []
-        if rec["status"] == "ok":
-            for nb in spec["analysis"]:
-                stem = f"{name}__{Path(nb).stem}"
-                a = execute(root / nb, out_dir / f"{stem}.ipynb", {"run_dir": str(run_dir)}, kernel, root)
-                rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{stem}.html", **a})
-        atomic_write_json(status_file, rec)
-        print(f"[{spec['name']}] {name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
-        records.append(rec)
-
-    if spec.get("compare"):
+        tasks.append({"name": name, "batch": spec["name"], "params": params, "digest": digest,
+                      "run_dir": str(run_dir), "deps": deps, "token": token, "notebook": str(notebook),
+                      "out_dir": str(out_dir), "kernel": spec.get("kernel", "ltlab"), "root": str(root),
+                      "timeout": spec.get("timeout"), "analysis": spec["analysis"],
+                      "restart": prev.get("digest") not in (None, digest) or rerun})
+    try:
+        if tasks and opts["name"] == "slurm":
+            executors.run_slurm(tasks, opts, out_dir, spec["name"])
+        elif tasks:
+            executors.run_local(tasks, opts["jobs"])
+    except KeyboardInterrupt:
+        write_index(out_dir, spec, collect(points, out_dir, {t["name"] for t in tasks}))
+        raise
+    records = collect(points, out_dir, {t["name"] for t in tasks})
+    if status:
+        print_status(records)
+    elif spec.get("compare"):
         dirs = [r["run_dir"] for r in records if r["status"] == "ok"]
-        rec = execute(root / spec["compare"], out_dir / "compare.ipynb", {"run_dirs": dirs}, kernel, root)
+        rec = execute(root / spec["compare"], out_dir / "compare.ipynb", {"run_dirs": dirs}, spec.get("kernel", "ltlab"),
+                      root)
         spec["_compare"] = {"html": "compare.html", **rec}
     return write_index(out_dir, spec, records)
+
+
+def collect(points, out_dir: Path, executed: set) -> list[dict]:
+    """Each point's record from its status file, checked against its run directory."""
+    from ltlab import executors
+    from ltlab.evaluate import is_finished
+
+    jobs = executors.read_jobs(out_dir)
+    records = []
+    for name, params in points:
+        rec = _read(out_dir / f"{name}.status.json") or {
+            "name": name, "params": params, "status": "missing", "error": None, "run_dir": "",
+            "ipynb": f"{name}.ipynb", "html": f"{name}.html"}
+        rec = executors.settle(rec, jobs.get(name) if rec.get("token") == jobs.get(name, {}).get("token") else None)
+        if rec["status"] == "ok" and not is_finished(rec["run_dir"]):
+            rec = {**rec, "status": "failed", "error": "the run directory has no summary.json"}
+        records.append({**rec, "cached": rec["status"] == "ok" and name not in executed})
+    return records
+
+
+def print_status(records: list[dict]) -> None:
+    counts = {}
+    for r in records:
+        state = "done" if r["status"] == "ok" else r["status"]
+        counts[state] = counts.get(state, 0) + 1
+        when = time.strftime("%H:%M:%S", time.localtime(r["started"])) if r.get("started") else ""
+        job = r.get("slurm_job", "")
+        print(f"{r['name']:40s} {state:9s} {job:12s} {when:8s} {r.get('error') or ''}".rstrip())
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 def _fmt(v) -> str:

@@ -14,6 +14,9 @@ EXAMPLES = """examples:
   ltlab train -c CONFIG.yaml --resume          # continue from run_dir/checkpoint.pt
   ltlab eval runs/demo_ce_if100_s0              # recompute the summary from predictions/
   ltlab batch experiments/demo.yaml             # papermill grid -> reports/<batch>/index.html
+  ltlab batch experiments/demo.yaml --jobs 2    # two runs at once on this machine
+  ltlab batch GRID.yaml --executor slurm --jobs 16 --partition gpu --gpus 1 --time 240
+  ltlab batch GRID.yaml --status                # queued / running / done / failed, submits nothing
 """
 
 
@@ -43,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("experiments")
     b.add_argument("--reports", default="reports", help="folder for rendered reports (default: reports)")
     b.add_argument("--rerun", action="store_true", help="execute every run again, finished or not")
+    b.add_argument("--status", action="store_true",
+                   help="print each run's state (queued/running/done/failed), rewrite the index, execute nothing")
+    x = b.add_argument_group("executor (default: the YAML's executor: section, else local with 1 job)")
+    x.add_argument("--executor", choices=("local", "slurm"), help="local processes, or a SLURM job array via submitit")
+    x.add_argument("--jobs", type=int, help="runs at once (local processes, or the SLURM array's limit)")
+    x.add_argument("--partition", help="SLURM partition")
+    x.add_argument("--time", type=int, help="SLURM time limit per run, minutes")
+    x.add_argument("--gpus", type=int, help="SLURM GPUs per run")
+    x.add_argument("--cpus", type=int, help="SLURM CPUs per run")
+    x.add_argument("--mem", help="SLURM memory per run, e.g. 32G")
 
     s = sub.add_parser("bench", help="images/s of ltlab's loop vs a classic DataLoader pipeline")
     s.add_argument("--steps", type=int, default=50, help="training steps per measurement")
@@ -98,7 +111,10 @@ def main(argv=None) -> int:
         elif args.command == "batch":
             from ltlab.batch import run_batch
 
-            index = run_batch(args.experiments, reports=args.reports, rerun=args.rerun)
+            flags = {"name": args.executor, **{k: getattr(args, k) for k in ("jobs", "partition", "time", "gpus",
+                                                                           "cpus", "mem")}}
+            index = run_batch(args.experiments, reports=args.reports, rerun=args.rerun, executor=flags,
+                              status=args.status)
             print(index)
         elif args.command == "bench":
             from ltlab.bench import main as bench_main

@@ -12,6 +12,7 @@ shows progress; evaluation counts every test image exactly once.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from ltlab import config as config_mod
 from ltlab import distributed as D
 from ltlab import provenance, schedule
+from ltlab.tblog import EpochLog
 from ltlab.config import RunConfig
 from ltlab.data import build_data
 from ltlab.evaluate import finish_run
@@ -325,6 +327,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
             D.log(f"ltlab: {schedule.describe(cfg, recipe)}")
 
     step_model = compile_model(D.wrap(model, ctx), compiled)
+    curves = EpochLog(run_dir, enabled=ctx.main)   # TensorBoard, replayed from metrics.csv
 
     last_epoch = cfg.epochs if recipe.trains else 0   # post-hoc methods run no epochs
     show = cfg.progress and ctx.main
@@ -346,6 +349,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
             row.update(evaluate(model, test_loader, recipe, amp_dtype))
         if is_main():
             _append_row(metrics_path, row)
+            curves.epoch(row)
         save_checkpoint(ckpt_path, model, optimizer, epoch, cfg)
         bar.set_postfix(loss=f"{loss:.3f}", **({"top1": f"{row['test_top1']:.3f}"} if "test_top1" in row else {}))
 
@@ -363,6 +367,9 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
                                                   amp_dtype=amp_dtype, features=True)
     finish_run(model, recipe, cfg, data, run_dir, amp_dtype=amp_dtype, predict_split=sharded, main=ctx.main,
                compiled=compiled, **peak)
+    if ctx.main:
+        curves.final(json.loads((run_dir / "summary.json").read_text()), last_epoch)
+    curves.close()
     D.barrier()   # every process returns only once rank 0's summary.json exists
     return run_dir
 
