@@ -9,7 +9,7 @@ from __future__ import annotations
 # method -> {benchmark: (top-1 %, source)}; a missing benchmark prints as n/a.
 LDAM_FIG = "TDE repo's CIFAR table (LDAM-DRW lineage), methods.md §2"
 PUBLISHED = {
-    "ce": {"cifar10_lt_if100": (70.4, "CE baseline of the LDAM-DRW paper, README"),
+    "ce": {"cifar10_lt_if100": (70.4, "CE row of the LDAM-DRW lineage tables, recalled, not in methods.md"),
            "cifar100_lt_if100": (38.3, "CE baseline of the LDAM-DRW paper, recalled, not re-checked")},
     "focal": {"cifar10_lt_if100": (70.4, LDAM_FIG), "cifar100_lt_if100": (38.4, LDAM_FIG)},
     "cb": {"cifar10_lt_if100": (74.6, LDAM_FIG), "cifar100_lt_if100": (39.6, LDAM_FIG)},
