@@ -11,6 +11,8 @@ An experiments YAML names a notebook, base parameters and a grid:
       - {name: crt, parameters: {method: crt, stage1_run: "@stage1"}}
     analysis: [notebooks/02_energy.ipynb]    # optional, executed per finished run
     compare: notebooks/05_compare.ipynb      # optional, once per batch over all runs
+    run_dirs: [experiments/results/cifar10_lt_if100/*/seed*]   # instead of notebook/grid: analyse
+                                       # these finished runs (globs), e.g. an archive (batch_runs.py)
 
 Every grid point runs in its own papermill execution; a failure is recorded and the
 batch goes on. A run counts as done only when its run directory has summary.json and it
@@ -35,7 +37,7 @@ from ltlab.config import ConfigError, load_yaml
 from ltlab.io import atomic_write_json, atomic_write_text
 
 KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout",
-        "executor"}
+        "executor", "run_dirs"}
 SUMMARY_COLUMNS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll", "seconds")
 
 
@@ -44,7 +46,8 @@ def load_experiments(path) -> dict:
     for key in spec:
         if key not in KEYS:
             raise ConfigError(f"experiments file '{path}': unknown key '{key}'; allowed: {', '.join(sorted(KEYS))}")
-    for key in ("name", "notebook"):
+    # run_dirs: finished (e.g. archived) runs to analyse instead of training (ltlab/batch_runs.py)
+    for key in ("name",) + (() if spec.get("run_dirs") else ("notebook",)):
         if not isinstance(spec.get(key), str) or not spec[key]:
             raise ConfigError(f"experiments file '{path}': '{key}' must be a non-empty string")
     spec.setdefault("parameters", {})
@@ -220,6 +223,10 @@ def run_batch(experiments, reports="reports", rerun=False, executor: dict | None
 
     spec = load_experiments(experiments)
     opts = executors.options(spec.get("executor"), executor or {}, f"experiments file '{experiments}'")
+    if spec.get("run_dirs"):
+        from ltlab.batch_runs import analyse_runs
+
+        return analyse_runs(spec, experiments, reports)
     root = Path.cwd()
     notebook = (root / spec["notebook"]).resolve()
     if not notebook.is_file():
@@ -322,7 +329,8 @@ def write_index(out_dir: Path, spec: dict, records: list) -> Path:
         err = f"<div class='err'>{html.escape(r['error'])}</div>" if r.get("error") else ""
         cells.append(f"<span class='{html.escape(r.get('status', ''))}'>{html.escape(st)}</span>{err}")
         cells += [_fmt(summary.get(c)) for c in SUMMARY_COLUMNS]
-        links = [f"<a href='{html.escape(r['html'])}'>report</a>", f"<a href='{html.escape(r['ipynb'])}'>ipynb</a>"]
+        links = [f"<a href='{html.escape(r['html'])}'>report</a>", f"<a href='{html.escape(r['ipynb'])}'>ipynb</a>"] \
+            if r.get("html") else []
         links += [f"<a href='{html.escape(a['html'])}'>{html.escape(a['notebook'])}</a>"
                   + ("" if a["status"] == "ok" else " (failed)") for a in r.get("analysis", [])]
         cells.append(" · ".join(links))
@@ -337,7 +345,7 @@ def write_index(out_dir: Path, spec: dict, records: list) -> Path:
 padding:4px 8px;text-align:right}} td:first-child{{text-align:left}} .failed,.interrupted{{color:#b00;font-weight:bold}}
 .ok{{color:#070}} .err{{color:#b00;font-size:smaller;text-align:left;max-width:40em}}</style></head><body>
 <h1>ltlab batch: {html.escape(spec['name'])}</h1>
-<p>notebook <code>{html.escape(spec['notebook'])}</code>; written {time.strftime('%Y-%m-%d %H:%M:%S')};
+<p>notebook <code>{html.escape(spec.get('notebook') or 'none: finished runs analysed')}</code>; written {time.strftime('%Y-%m-%d %H:%M:%S')};
 accuracies in [0, 1], ECE with 15 bins, on the test split, last epoch.</p>
 <details><summary>base parameters</summary><pre>{params}</pre></details>
 {compare}

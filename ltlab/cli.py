@@ -1,4 +1,4 @@
-"""Command line: ltlab train | eval | batch | bench.
+"""Command line: ltlab train | eval | batch | archive | table | bench.
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint, unfinished run), 1 the run
 itself failed. Errors print one line: 'ltlab: error: <what is wrong and what is allowed>'.
@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   ltlab batch experiments/demo.yaml --jobs 2    # two runs at once on this machine
   ltlab batch GRID.yaml --executor slurm --jobs 16 --partition gpu --gpus 1 --time 240
   ltlab batch GRID.yaml --status                # queued / running / done / failed, submits nothing
+  ltlab archive runs/ce runs/crt                # -> experiments/results/<benchmark>/<method>/seed<k>/
+  ltlab table experiments/results/cifar10_lt_if100 --markdown
 """
 
 
@@ -56,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--gpus", type=int, help="SLURM GPUs per run")
     x.add_argument("--cpus", type=int, help="SLURM CPUs per run")
     x.add_argument("--mem", help="SLURM memory per run, e.g. 32G")
+
+    a = sub.add_parser("archive", help="copy finished runs into a results archive and check their numbers",
+                       description="Write ROOT/<benchmark>/<method>/seed<k>/ for each RUN_DIR (config, metrics, summary, "
+                                   "provenance, float16 predictions; no checkpoint) and check that every summary number "
+                                   "recomputes from the archived predictions (ltlab/archive.py). Stage ones first.")
+    a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    a.add_argument("--out", default="experiments/results", help="archive root (default: experiments/results)")
+    a.add_argument("--benchmark", help="benchmark folder (default from the config, e.g. cifar10_lt_if100)")
+    a.add_argument("--method", help="method folder (default: the config's method)")
+    a.add_argument("--features-kib", type=int, default=256, help="keep features (float16) up to this size (default 256)")
+    a.add_argument("--force", action="store_true", help="replace an existing archived copy")
+    a.add_argument("--verify", action="store_true", help="RUN_DIRs are archived copies: only check them again")
+
+    lb = sub.add_parser("table", help="leaderboard of an archived benchmark beside the published numbers")
+    lb.add_argument("benchmark_dir", nargs="?", help="e.g. experiments/results/cifar10_lt_if100")
+    lb.add_argument("--markdown", action="store_true", help="a Markdown table (what the README shows)")
+    lb.add_argument("--benchmark", help="benchmark of the published numbers (default: the folder's name)")
+    lb.add_argument("--runs-only", action="store_true", help="only methods with runs (default: every recipe)")
+    lb.add_argument("--update-readme", metavar="README",
+                    help="regenerate every '<!-- begin: ltlab table ... -->' block of README from its command")
 
     s = sub.add_parser("bench", help="images/s of ltlab's loop vs a classic DataLoader pipeline")
     s.add_argument("--steps", type=int, default=50, help="training steps per measurement")
@@ -116,6 +138,30 @@ def main(argv=None) -> int:
             index = run_batch(args.experiments, reports=args.reports, rerun=args.rerun, executor=flags,
                               status=args.status)
             print(index)
+        elif args.command == "archive":
+            from ltlab import archive
+
+            if args.verify:
+                for d in args.run_dirs:
+                    archive.verify(d)
+                    print(f"{d}: every summary number recomputes")
+            else:
+                for d in archive.archive_runs(args.run_dirs, args.out, benchmark=args.benchmark, method=args.method,
+                                              features_kib=args.features_kib, force=args.force):
+                    print(d)
+        elif args.command == "table":
+            from ltlab import leaderboard
+
+            if args.update_readme:
+                print(f"{args.update_readme}: {leaderboard.update_readme(args.update_readme)} table(s) regenerated")
+            elif not args.benchmark_dir:
+                from ltlab.config import ConfigError
+                raise ConfigError("ltlab table: give a results folder (e.g. experiments/results/cifar10_lt_if100) "
+                                  "or --update-readme README.md")
+            else:
+                flags = [f"--{k.replace('_', '-')}" for k in ("markdown", "runs_only") if getattr(args, k)]
+                bench = ["--benchmark", args.benchmark] if args.benchmark else []
+                print(leaderboard.render([args.benchmark_dir, *flags, *bench]), end="")
         elif args.command == "bench":
             from ltlab.bench import main as bench_main
 

@@ -42,10 +42,19 @@ def predict(model, loader, recipe, amp_dtype=None, features=True) -> dict:
     return res
 
 
+def read_predictions(path) -> dict:
+    """The arrays of a predictions/<split>.npz. An archived run stores logits (and features) as
+    float16 (ltlab.archive); they come back as float32, exactly, so no reader computes in half
+    precision (np.exp overflows float16 above 11)."""
+    with np.load(path) as z:
+        return {k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k] for k in z.files}
+
+
 def compute_summary(pred_dir: Path, epochs: int | None = None) -> dict:
     """The summary's numbers from predictions/test.npz (and val.npz when present)."""
-    test = np.load(pred_dir / "test.npz")
-    val = np.load(pred_dir / "val.npz") if (pred_dir / "val.npz").exists() else None
+    pred_dir = Path(pred_dir)
+    test = read_predictions(pred_dir / "test.npz")
+    val = read_predictions(pred_dir / "val.npz") if (pred_dir / "val.npz").exists() else None
     counts = test["train_counts"]
     s = summarize(test["logits"], test["labels"], counts,
                   val_logits=None if val is None else val["logits"],
@@ -105,8 +114,7 @@ class Run:
         f = self.path / "predictions" / f"{split}.npz"
         if not f.exists():
             raise FileNotFoundError(f"run '{self.path}' has no predictions for split '{split}'")
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        return read_predictions(f)
 
     @property
     def name(self) -> str:

@@ -28,8 +28,9 @@ FAILURE_SCORES = ("msp", "energy", "residual_energy")
 
 @lru_cache(maxsize=4)   # a large benchmark run holds hundreds of MB of features
 def _load(path: str, split: str, mtime_ns: int) -> dict:
-    with np.load(Path(path) / "predictions" / f"{split}.npz") as z:
-        out = {k: z[k] for k in z.files}
+    from ltlab.evaluate import read_predictions
+
+    out = read_predictions(Path(path) / "predictions" / f"{split}.npz")   # float16 archives: float32
     for a in out.values():
         a.setflags(write=False)   # shared between calls: nobody may modify the cache
     return out
@@ -112,7 +113,9 @@ def tau_view(run, tau: float = 1.0, split: str = "test"):
 
 
 def is_tde(run) -> bool:
-    return "tde_weight" in predictions(run, "test")
+    """A TDE run whose alpha can be changed: an archive without features has only its logits."""
+    p = predictions(run, "test")
+    return "tde_weight" in p and "features" in p
 
 
 def tde_view(run, alpha: float | None = None, split: str = "test"):

@@ -88,4 +88,5 @@ if widgets.has_classifier(run):
     else:
         widgets.show_view(widgets.tau_view(run, tau=tau_show))
 else:
-    print("This run saved no linear classifier weights (classifier_weight): no weight-norm view.")
+    print("This run has no linear classifier weights with features (classifier_weight, features; an archived "
+          "run keeps features only when they are small): no weight-norm / τ-norm view.")

@@ -1,0 +1,225 @@
+"""Run as much of an experiments grid as fits in a time budget, archive what finished, resume later.
+
+``scripts/gpu_grid.py --minutes 60`` (experiments/cifar10_lt_methods.yaml by default):
+
+- jobs are the batch's grid points (ltlab.batch.grid_points) in the file's order, seed-major
+  (every method of seed 0, then seed 1...): the order is the priority. A stage two ("@name")
+  waits for its stage one and is dropped if that failed;
+- each job is ``ltlab train key=value ... --resume`` in its own process, ``parallel`` at once;
+  a finished run (summary.json) is skipped, an interrupted one continues from its checkpoint;
+- a job starts only if its estimate fits in the time left: remaining epochs x seconds per
+  epoch + ``overhead``. Seconds per epoch are measured: the median of the ``seconds`` column of
+  every metrics.csv under runs_root for that method (else for any method), else ``epoch_seconds``
+  (a first guess, times ``parallel`` because parallel runs share the device);
+- at the deadline the running jobs are interrupted (their checkpoints are at most one epoch old);
+- every run that finishes is archived at once (ltlab.archive; mislas's own stage one first, as
+  ``mislas_stage1``), and finished runs not yet archived are archived at the start.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ltlab import archive
+from ltlab.config import ConfigError, parse_override
+
+NOTEBOOK_ONLY = ("overrides", "resume", "restart")
+
+
+@dataclass
+class Job:
+    name: str
+    config: dict
+    run_dir: Path
+    needs: str | None = None
+    epochs: int = 0
+    state: str = "pending"        # pending | running | finished | failed | skipped
+    note: str = ""
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+
+def planned_epochs(cfg: dict) -> int:
+    """Epochs the run trains in all (0 for post-hoc methods; mislas: its stage one too)."""
+    from ltlab.methods import METHODS
+
+    recipe = METHODS[cfg.get("method", "ce")]
+    if not recipe.trains:
+        return 0
+    user = {k: v for k, v in cfg.items() if k != "stage1_run"}
+    epochs = cfg.get("epochs") or recipe.defaults(user).get("epochs", 200)
+    if cfg.get("method") == "mislas" and not cfg.get("stage1_run"):
+        from ltlab import config as config_mod
+
+        resolved = config_mod.from_dict(cfg)
+        return int(resolved.epochs) + int((resolved.extra.get("mislas_stage1") or {}).get("epochs", 200))
+    return int(epochs)
+
+
+def jobs_from_spec(experiments, runs_root, sets=()) -> list[Job]:
+    """The grid's jobs with notebook parameters turned into config keys (`overrides` merged,
+    None = the method's default dropped) and `key=value` sets applied to every job."""
+    from ltlab.batch import grid_points, load_experiments
+
+    spec = load_experiments(experiments)
+    extra = dict(parse_override(s) for s in sets)
+    jobs = []
+    for name, params in grid_points(spec):
+        cfg = {k: v for k, v in params.items() if k not in NOTEBOOK_ONLY and v is not None}
+        cfg.update(params.get("overrides") or {})
+        cfg.update(extra)
+        needs = None
+        if isinstance(cfg.get("stage1_run"), str) and cfg["stage1_run"].startswith("@"):
+            needs = cfg["stage1_run"][1:]
+            cfg["stage1_run"] = str((Path(runs_root) / needs).resolve())
+        run_dir = (Path(runs_root) / name).resolve()
+        cfg["run_dir"] = str(run_dir)
+        jobs.append(Job(name, cfg, run_dir, needs, planned_epochs(cfg)))
+    return jobs
+
+
+def epochs_done(run_dir: Path) -> int:
+    f = Path(run_dir) / "metrics.csv"
+    return len(pd.read_csv(f)) if f.is_file() else 0
+
+
+def epoch_seconds(runs_root, method: str, parallel: int, default: float) -> float:
+    """Measured median seconds per epoch of `method` under runs_root (else of any method)."""
+    per_method, every = [], []
+    for f in Path(runs_root).glob("*/metrics.csv"):
+        df = pd.read_csv(f)
+        if df.empty or "seconds" not in df:
+            continue
+        cfg = yaml.safe_load((f.parent / "config.yaml").read_text()) if (f.parent / "config.yaml").is_file() else {}
+        secs = df["seconds"].astype(float).tolist()
+        every += secs
+        if (cfg or {}).get("method") == method:
+            per_method += secs
+    if per_method or every:
+        return float(np.median(per_method or every))
+    return default * parallel
+
+
+def estimate(job: Job, runs_root, parallel: int, default: float, overhead: float) -> float:
+    left = max(job.epochs - epochs_done(job.run_dir), 0)
+    return left * epoch_seconds(runs_root, job.config.get("method", "ce"), parallel, default) + overhead
+
+
+def train_command(job: Job) -> list[str]:
+    kv = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+          for k, v in job.config.items() if k != "extra"]
+    kv += [f"extra.{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+           for k, v in (job.config.get("extra") or {}).items()]
+    return [sys.executable, "-m", "ltlab.cli", "train", *kv, "--resume"]
+
+
+def archive_job(job: Job, out, benchmark=None, known=None) -> list[Path]:
+    """Archive a finished job (mislas: its own stage one first); an existing copy is kept."""
+    from ltlab.evaluate import is_finished
+
+    known = archive.archived_sources(out) if known is None else known
+    done = []
+    own_stage1 = Path(str(job.run_dir) + "_stage1")
+    if job.config.get("method") == "mislas" and is_finished(own_stage1) and str(own_stage1.resolve()) not in known:
+        done.append(archive.archive_run(own_stage1, out, benchmark=benchmark, method="mislas_stage1", known=known))
+    if str(job.run_dir.resolve()) not in known:
+        done.append(archive.archive_run(job.run_dir, out, benchmark=benchmark, known=known))
+    return done
+
+
+class Runner:
+    def __init__(self, jobs, runs_root, out, *, minutes, parallel=1, default_epoch_seconds=1.0,
+                 overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0):
+        self.jobs, self.runs_root, self.out = jobs, Path(runs_root), Path(out)
+        self.deadline = time.monotonic() + 60.0 * minutes
+        self.parallel, self.default, self.overhead = parallel, default_epoch_seconds, overhead
+        self.benchmark, self.log, self.poll = benchmark, log, poll
+        self.launch = launch or self._launch
+        self.known = archive.archived_sources(self.out)
+        self.errors: list[str] = []
+
+    def _launch(self, job: Job) -> subprocess.Popen:
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(str(job.run_dir) + ".log", "ab")
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        return subprocess.Popen(train_command(job), stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+    def _archive(self, job: Job) -> None:
+        try:
+            for d in archive_job(job, self.out, self.benchmark, self.known):
+                self.log(f"archived {job.name} -> {d}")
+        except (ConfigError, FileNotFoundError) as e:
+            self.errors.append(f"{job.name}: archive failed: {e}")
+            self.log(self.errors[-1])
+
+    def _ready(self, job: Job) -> bool:
+        if job.needs is None:
+            return True
+        dep = next(j for j in self.jobs if j.name == job.needs)
+        if dep.state in ("failed", "skipped"):
+            job.state, job.note = "skipped", f"stage one {dep.name} {dep.state}"
+        return dep.state == "finished"
+
+    def _next(self) -> Job | None:
+        left = self.deadline - time.monotonic()
+        for job in self.jobs:
+            if job.state == "pending" and self._ready(job):
+                need = estimate(job, self.runs_root, self.parallel, self.default, self.overhead)
+                if need <= left:
+                    return job
+                job.note = f"needs ~{need / 60:.1f} min, {left / 60:.1f} left"
+        return None
+
+    def run(self) -> dict:
+        from ltlab.evaluate import is_finished
+
+        for job in self.jobs:
+            if is_finished(job.run_dir):
+                job.state = "finished"
+                self._archive(job)
+        running: list[Job] = []
+        while True:
+            while len(running) < self.parallel and (job := self._next()) is not None:
+                job.state, job.note = "running", ""
+                job.proc = self.launch(job)
+                running.append(job)
+                self.log(f"started {job.name} ({job.epochs - epochs_done(job.run_dir)} epochs left)")
+            if not running:
+                break
+            time.sleep(self.poll)
+            for job in [j for j in running if j.proc.poll() is not None]:
+                running.remove(job)
+                ok = job.proc.returncode == 0 and is_finished(job.run_dir)
+                job.state = "finished" if ok else "failed"
+                job.note = "" if ok else f"exit {job.proc.returncode}, see {job.run_dir}.log"
+                self.log(f"{job.state} {job.name} {job.note}".rstrip())
+                if ok:
+                    self._archive(job)
+            if time.monotonic() > self.deadline:
+                self._interrupt(running)
+                break
+        return self.report()
+
+    def _interrupt(self, running) -> None:
+        for job in running:     # each job leads its own process group (start_new_session)
+            os.killpg(job.proc.pid, signal.SIGINT)
+        for job in running:
+            try:
+                job.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+                job.proc.wait()
+            job.state, job.note = "pending", f"interrupted at the deadline after {epochs_done(job.run_dir)} epochs"
+            self.log(f"interrupted {job.name}: resumes next time")
+
+    def report(self) -> dict:
+        return {j.name: {"state": j.state, "note": j.note} for j in self.jobs}

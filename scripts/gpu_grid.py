@@ -1,0 +1,60 @@
+"""Run as much of a grid as fits in MINUTES on this machine, archive what finished, resume the rest.
+
+    .venv/bin/python scripts/gpu_grid.py --minutes 60 data_root=/data/cifar10-jpeg
+    .venv/bin/python scripts/gpu_grid.py --minutes 60 --dry-run      # the plan only
+
+Same command again continues: finished runs are skipped, interrupted ones resume from their
+checkpoints (runs/<grid name>/), every finished run is archived into experiments/results/.
+The logic and its rules are in ltlab/grid_runner.py.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ltlab import grid_runner
+from ltlab.config import ConfigError
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sets", nargs="*", metavar="key=value", help="config keys set on every run (e.g. data_root=DIR)")
+    p.add_argument("--experiments", default="experiments/cifar10_lt_methods.yaml")
+    p.add_argument("--minutes", type=float, required=True, help="time budget; running jobs stop at its end")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="training processes at once on the device (default 1: not measured on a GPU yet)")
+    p.add_argument("--runs-root", help="default runs/<grid name>")
+    p.add_argument("--out", default="experiments/results", help="archive root")
+    p.add_argument("--benchmark", help="archive benchmark folder (default from the config)")
+    p.add_argument("--epoch-seconds", type=float, default=1.0,
+                   help="first guess of seconds per epoch before any is measured (H100 CE: 0.63)")
+    p.add_argument("--overhead", type=float, default=60.0, help="seconds per run for start-up, compile, predictions")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs, their state and estimates; run nothing")
+    a = p.parse_args(argv)
+    try:
+        from ltlab.batch import load_experiments
+
+        name = load_experiments(a.experiments)["name"]
+        root = Path(a.runs_root or Path("runs") / name)
+        jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
+        if a.dry_run:
+            for j in jobs:
+                est = grid_runner.estimate(j, root, a.parallel, a.epoch_seconds, a.overhead)
+                print(f"{j.name:32s} {j.config.get('method'):18s} epochs {j.epochs:4d} done "
+                      f"{grid_runner.epochs_done(j.run_dir):4d}  ~{est / 60:6.1f} min" + (f"  after {j.needs}" if j.needs else ""))
+            return 0
+        runner = grid_runner.Runner(jobs, root, a.out, minutes=a.minutes, parallel=a.parallel,
+                                    default_epoch_seconds=a.epoch_seconds, overhead=a.overhead,
+                                    benchmark=a.benchmark)
+        report = runner.run()
+    except ConfigError as e:
+        print(f"gpu_grid: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1))
+    for e in runner.errors:
+        print(f"gpu_grid: error: {e}", file=sys.stderr)
+    return 1 if runner.errors or any(r["state"] == "failed" for r in report.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Archived runs (float16 logits, no features, no checkpoint) open in notebooks 02-05 via a batch."""
+import json
+
+import numpy as np
+import yaml
+
+from conftest import REPO
+from ltlab import archive, widgets
+from ltlab.batch import run_batch
+from ltlab.evaluate import load_run
+
+
+def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
+    root = tmp_path / "results"
+    d = archive.archive_run(demo_run, root, features_kib=0)        # as a CIFAR archive: no features
+    run = load_run(d)
+    p = widgets.predictions(run, "test")
+    assert p["logits"].dtype == np.float32 and "features" not in p      # float16 on disk, float32 read
+    assert not widgets.has_classifier(run)
+    spec = yaml.safe_load((REPO / "experiments" / "demo_archive.yaml").read_text())
+    spec["run_dirs"] = [str(root / "*" / "*" / "seed*")]
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(REPO)
+    index = run_batch(tmp_path / "a.yaml", reports=tmp_path / "reports")
+    out = index.parent
+    status = json.loads((out / "ce_seed0.status.json").read_text())
+    assert status["status"] == "ok", status
+    assert [a["notebook"] for a in status["analysis"]] == ["02_energy", "03_calibration", "04_test_shift"]
+    for a in status["analysis"]:
+        assert (out / a["html"]).is_file()
+    assert (out / "compare.html").is_file() and "ce_seed0__02_energy.html" in index.read_text()
+    calib = (out / "ce_seed0__03_calibration.ipynb").read_text()
+    assert "no weight-norm / τ-norm view" in calib or "no weight-norm" in calib

@@ -1,0 +1,134 @@
+"""scripts/gpu_grid.py's planning: priority, stage-one order, time budget, deadline, resume, archive.
+
+The trainer is a stand-in process (it sleeps per epoch, writes metrics.csv rows, and on the
+last epoch copies a finished run's predictions and summary), so the scheduling is
+tested in seconds; the archive step is the real one."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import yaml
+
+from ltlab import grid_runner
+
+FAKE = textwrap.dedent('''
+    import json, shutil, sys, time
+    from pathlib import Path
+    cfg, src, delay = json.loads(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    d = Path(cfg["run_dir"]); d.mkdir(parents=True, exist_ok=True)
+    import yaml
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    m = d / "metrics.csv"
+    done = len(m.read_text().splitlines()) - 1 if m.exists() else 0
+    if not m.exists():
+        m.write_text("epoch,seconds\\n")
+    for e in range(done + 1, int(cfg["epochs"]) + 1):
+        time.sleep(delay)
+        with open(m, "a") as f:
+            f.write(f"{e},{delay}\\n")
+    shutil.copytree(src / "predictions", d / "predictions")
+    shutil.copy(src / "provenance.json", d)
+    s = json.loads((src / "summary.json").read_text())
+    (d / "summary.json").write_text(json.dumps({**s, "method": cfg["method"], "epochs": cfg["epochs"]}))
+''')
+
+
+@pytest.fixture()
+def source(tmp_path):
+    """A finished run's files without training: random logits, the summary computed from them."""
+    import numpy as np
+    from ltlab.evaluate import compute_summary
+
+    d = tmp_path / "source"
+    rng = np.random.default_rng(0)
+    for split, n in (("test", 200), ("val", 40)):
+        y = np.arange(n) % 10
+        np.savez(d.joinpath("predictions").mkdir(parents=True, exist_ok=True) or d / "predictions" / f"{split}.npz",
+                 logits=(rng.normal(size=(n, 10)) + 3 * np.eye(10)[y]).astype(np.float32), labels=y,
+                 train_counts=np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5]))
+    (d / "summary.json").write_text(json.dumps(compute_summary(d / "predictions", epochs=3)))
+    (d / "provenance.json").write_text(json.dumps({"device": "cpu (test)"}))
+    return d
+
+
+@pytest.fixture()
+def grid(tmp_path, source):
+    spec = {"name": "g", "notebook": "notebooks/01_train.ipynb",
+            "parameters": {"dataset": "demo", "epochs": 3}, "grid": {"seed": [0]},
+            "runs": [{"name": "ce", "parameters": {"method": "ce"}},
+                     {"name": "crt", "parameters": {"method": "crt", "stage1_run": "@ce"}},
+                     {"name": "long", "parameters": {"method": "focal", "epochs": 400}}]}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "fake.py").write_text(FAKE)
+
+    def launcher(delay):
+        def launch(job):
+            return subprocess.Popen([sys.executable, str(tmp_path / "fake.py"), json.dumps(job.config),
+                                     str(source), str(delay)], start_new_session=True)
+        return launch
+    return tmp_path, launcher
+
+
+def _runner(tmp, jobs, minutes, launch, guess):
+    return grid_runner.Runner(jobs, tmp / "runs", tmp / "results", minutes=minutes, default_epoch_seconds=guess,
+                              overhead=0.0, launch=launch, log=lambda *_: None, poll=0.05)
+
+
+def test_jobs_priority_and_stage_links(grid):
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs", ["eval_every=1"])
+    assert [j.name for j in jobs] == ["ce_seed-0", "crt_seed-0", "long_seed-0"]
+    assert jobs[1].needs == "ce_seed-0" and jobs[1].config["stage1_run"] == str(jobs[0].run_dir)
+    assert jobs[0].config["eval_every"] == 1 and jobs[2].epochs == 400
+
+
+def test_runs_what_fits_archives_and_resumes(grid):
+    tmp, launcher = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    # 0.1 s an epoch measured after ce; 'long' needs ~40 s of a 20 s budget: not started
+    report = _runner(tmp, jobs, 20 / 60, launcher(0.1), guess=0.1).run()
+    assert report["ce_seed-0"]["state"] == report["crt_seed-0"]["state"] == "finished"
+    assert report["long_seed-0"]["state"] == "pending" and "needs ~" in report["long_seed-0"]["note"]
+    arch = tmp / "results" / "demo_if100"
+    assert json.loads((arch / "crt" / "seed0" / "archive.json").read_text())["stage1"] == "../../../demo_if100/ce/seed0"
+    assert not (tmp / "runs" / "long_seed-0").exists()
+
+    # a deadline in the middle of a run: interrupted, then resumed (not restarted) next time
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs", ["epochs=40"])
+    jobs = [j for j in jobs if j.name == "long_seed-0"]
+    (tmp / "runs" / "ce_seed-0" / "metrics.csv").write_text("epoch,seconds\n1,0.001\n")   # a wrong measurement
+    (tmp / "runs" / "crt_seed-0" / "metrics.csv").write_text("epoch,seconds\n1,0.001\n")  # lets 'long' start
+    report = _runner(tmp, jobs, 10 / 60, launcher(0.5), guess=0.001).run()
+    done = grid_runner.epochs_done(jobs[0].run_dir)
+    assert report["long_seed-0"]["state"] == "pending" and "interrupted" in report["long_seed-0"]["note"]
+    assert 0 < done < 40
+    jobs = [j for j in grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs", ["epochs=40"]) if j.name == "long_seed-0"]
+    report = _runner(tmp, jobs, 1.0, launcher(0.01), guess=0.01).run()
+    assert report["long_seed-0"]["state"] == "finished"
+    assert pd.read_csv(jobs[0].run_dir / "metrics.csv")["epoch"].tolist() == list(range(1, 41))
+    assert (arch / "focal" / "seed0" / "summary.json").is_file()
+
+
+def test_a_failed_stage_one_skips_its_stage_two(grid, tmp_path):
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")[:2]
+
+    def fail(job):
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"], start_new_session=True)
+    report = _runner(tmp, jobs, 1.0, fail, guess=0.01).run()
+    assert report["ce_seed-0"]["state"] == "failed" and report["crt_seed-0"]["state"] == "skipped"
+
+
+def test_planned_epochs_of_the_methods_grid():
+    from conftest import REPO
+
+    jobs = grid_runner.jobs_from_spec(REPO / "experiments" / "cifar10_lt_methods.yaml", "runs_x")
+    by = {j.name: j for j in jobs}
+    assert len(jobs) == 14 * 3 and {j.config["method"] for j in jobs} == {
+        "ce", "crt", "lws", "tau_norm", "ncm", "ldam_drw", "balanced_softmax", "logit_adjust", "tde", "focal",
+        "cb", "enmos", "mislas", "balpoe"}
+    assert by["ce_seed-0"].epochs == 200 and by["tau_norm_seed-0"].epochs == 0 and by["mislas_seed-0"].epochs == 210
+    assert [j.name for j in jobs][:14] == [j.name for j in jobs if j.name.endswith("seed-0")]   # seed 0 first
