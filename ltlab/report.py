@@ -117,7 +117,7 @@ def group_figure_png(table: pd.DataFrame, labels: list) -> bytes:
         ax.bar(pos, np.nan_to_num(mean), width * 0.95, yerr=std, capsize=3, color=GROUP_COLORS[j],
                label=g, error_kw={"elinewidth": 1, "ecolor": "0.2"})
         for p, m, s in zip(pos, mean, std):
-            ax.text(p, (0 if not np.isfinite(m) else m) + s + 1.5, "n/a" if not np.isfinite(m) else f"{m:.1f}",
+            ax.text(p, (0 if not np.isfinite(m) else m) + s + 2.5, "n/a" if not np.isfinite(m) else f"{m:.1f}",
                     ha="center", va="bottom", fontsize=7, rotation=90)
     rotate = len(table) > 3 or max((len(s) for s in labels), default=0) > 18
     ax.set_xticks(x, labels, rotation=25 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
@@ -268,7 +268,7 @@ def write_landing(reports_root) -> Path:
                        for k, v in b.get("counts", {}).items())] for b in batches]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ltlab reports</title>
 <link rel="icon" href="data:,"><style>{STYLE}</style></head><body><h1>ltlab reports</h1>
-<p>{len(batches)} batches, newest first.</p>
+<p>{len(batches)} {'batch' if len(batches) == 1 else 'batches'}, newest first.</p>
 {_table(["batch", "written", "notebook", "runs"], rows, left=4)}</body></html>"""
     out = root / "index.html"
     atomic_write_text(out, page)

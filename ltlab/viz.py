@@ -42,8 +42,8 @@ def learning_curves(metrics: pd.DataFrame) -> Figure:
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     loss = df[["epoch", "train_loss"]].dropna()
     ax_loss.plot(loss["epoch"], loss["train_loss"], color="C0", lw=1.4, marker=_markers(len(loss)), ms=4)
-    if len(loss) and (loss["train_loss"] > 0).all():
-        ax_loss.set_yscale("log")
+    if len(loss) and (loss["train_loss"] > 0).all() and loss["train_loss"].max() / loss["train_loss"].min() >= 10:
+        ax_loss.set_yscale("log")   # under a decade, log ticks read as 4.4 x 10^0
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss")
     shown = False
     for col, style, label in (("test_top1", "-o", "top-1"),

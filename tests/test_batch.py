@@ -75,6 +75,7 @@ def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     assert report.index("reproduce") < report.index("<img") < report.index("Full summary")
     assert "ltlab train -c " in report and "<details" in report
     assert "process(es) x" in report and "application/vnd.jupyter.stderr" not in report
+    assert "jupyter-widgets" not in report and "cdnjs" not in report   # no progress widgets, nothing from a CDN
     # a second invocation skips the finished run and retries the failed one
     mtime = (out / "method-ce.ipynb").stat().st_mtime
     index2 = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
