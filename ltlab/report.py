@@ -112,11 +112,11 @@ def group_figure_png(table: pd.DataFrame, labels: list) -> bytes:
     for j, g in enumerate(groups):
         mean = 100 * table[f"{g}_mean"].to_numpy(float)
         std = 100 * table[f"{g}_std"].to_numpy(float)
-        std = np.where(np.isfinite(std), std, 0.0)
         pos = x + (j - 1) * width
+        # NaN std (a single seed) draws no error bar rather than a misleading zero-width one
         ax.bar(pos, np.nan_to_num(mean), width * 0.95, yerr=std, capsize=3, color=GROUP_COLORS[j],
                label=g, error_kw={"elinewidth": 1, "ecolor": "0.2"})
-        for p, m, s in zip(pos, mean, std):
+        for p, m, s in zip(pos, mean, np.where(np.isfinite(std), std, 0.0)):
             ax.text(p, (0 if not np.isfinite(m) else m) + s + 2.5, "n/a" if not np.isfinite(m) else f"{m:.1f}",
                     ha="center", va="bottom", fontsize=7, rotation=90)
     rotate = len(table) > 3 or max((len(s) for s in labels), default=0) > 18
@@ -201,7 +201,7 @@ def batch_page(spec: dict, records: list, written: str) -> str:
 <link rel="icon" href="data:,"><style>{STYLE}</style></head><body>
 <p><a href="../index.html">all batches</a></p>
 <h1>ltlab batch: {name}</h1>
-<p>{len(records)} runs: {', '.join(f'{v} {html.escape(k)}' for k, v in counts.items())}. Notebook
+<p>{len(records)} {'run' if len(records) == 1 else 'runs'}: {', '.join(f'{v} {html.escape(k)}' for k, v in counts.items())}. Notebook
 <code>{html.escape(spec['notebook'])}</code>; written {html.escape(written)}.</p>
 <h2>Results by configuration</h2>
 <p>Test split, last epoch. Mean ± sample standard deviation over seeds (n runs), in percent.
