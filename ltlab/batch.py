@@ -23,7 +23,6 @@ which must come earlier in `runs` (so a stage-two run names its stage one).
 from __future__ import annotations
 
 import hashlib
-import html
 import itertools
 import json
 import os
@@ -31,14 +30,11 @@ import socket
 import time
 from pathlib import Path
 
-import yaml
-
 from ltlab.config import ConfigError, load_yaml
 from ltlab.io import atomic_write_json, atomic_write_text
 
 KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout",
         "executor", "run_dirs"}
-SUMMARY_COLUMNS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll", "seconds")
 
 
 def load_experiments(path) -> dict:
@@ -124,13 +120,10 @@ def _digest(params: dict) -> str:
 
 def render_html(ipynb: Path) -> Path:
     """Notebook -> HTML without input cells (a report for readers, not the code)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    from ltlab.report import notebook_html
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(ipynb), as_version=4))
     out = ipynb.with_suffix(".html")
-    atomic_write_text(out, body)
+    atomic_write_text(out, notebook_html(ipynb))
     return out
 
 
@@ -306,50 +299,8 @@ def print_status(records: list[dict]) -> None:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return html.escape(str(v))
-
-
 def write_index(out_dir: Path, spec: dict, records: list) -> Path:
-    from ltlab.evaluate import is_finished
+    """reports/<name>/index.html (see ltlab.report) and the reports/index.html landing page."""
+    from ltlab.report import write_batch_report
 
-    grid_keys = list(spec["grid"])
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["run", *grid_keys, "status", *SUMMARY_COLUMNS, "report"])
-    rows = []
-    for r in records:
-        summary = {}
-        if r.get("status") == "ok" and is_finished(r["run_dir"]):
-            summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
-        cells = [html.escape(r["name"])] + [_fmt(r["params"].get(k)) for k in grid_keys]
-        st = r.get("status", "?") + (" (cached)" if r.get("cached") else "")
-        err = f"<div class='err'>{html.escape(r['error'])}</div>" if r.get("error") else ""
-        cells.append(f"<span class='{html.escape(r.get('status', ''))}'>{html.escape(st)}</span>{err}")
-        cells += [_fmt(summary.get(c)) for c in SUMMARY_COLUMNS]
-        links = [f"<a href='{html.escape(r['html'])}'>report</a>", f"<a href='{html.escape(r['ipynb'])}'>ipynb</a>"] \
-            if r.get("html") else []
-        links += [f"<a href='{html.escape(a['html'])}'>{html.escape(a['notebook'])}</a>"
-                  + ("" if a["status"] == "ok" else " (failed)") for a in r.get("analysis", [])]
-        cells.append(" · ".join(links))
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    compare = ""
-    if spec.get("_compare"):
-        c = spec["_compare"]
-        compare = f"<p><a href='{c['html']}'>comparison across runs</a> ({html.escape(c['status'])})</p>"
-    params = html.escape(yaml.safe_dump(spec["parameters"], sort_keys=False))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ltlab batch {html.escape(spec['name'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;
-padding:4px 8px;text-align:right}} td:first-child{{text-align:left}} .failed,.interrupted{{color:#b00;font-weight:bold}}
-.ok{{color:#070}} .err{{color:#b00;font-size:smaller;text-align:left;max-width:40em}}</style></head><body>
-<h1>ltlab batch: {html.escape(spec['name'])}</h1>
-<p>notebook <code>{html.escape(spec.get('notebook') or 'none: finished runs analysed')}</code>; written {time.strftime('%Y-%m-%d %H:%M:%S')};
-accuracies in [0, 1], ECE with 15 bins, on the test split, last epoch.</p>
-<details><summary>base parameters</summary><pre>{params}</pre></details>
-{compare}
-<table><tr>{head}</tr>{''.join(rows)}</table></body></html>"""
-    index = out_dir / "index.html"
-    atomic_write_text(index, page)
-    return index.resolve()
+    return write_batch_report(out_dir, spec, records)

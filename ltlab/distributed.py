@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from ltlab import logs
 
 
 # ---------------------------------------------------------------------------- process group
@@ -99,9 +100,10 @@ def barrier() -> None:
 
 
 def log(msg: str) -> None:
-    """One line on stderr from rank 0 only (stdout stays the run directory, as in one process)."""
+    """One informational line from rank 0 only, through ltlab.logs (stderr in the CLI, where
+    stdout stays the run directory; stdout in notebooks)."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(msg, file=sys.stderr, flush=True)
+        logs.info(msg)
 
 
 def _comm_device() -> torch.device:

@@ -75,9 +75,11 @@ def lr_at(cfg: RunConfig, epoch: int) -> float:
 
 
 def _quiet(progress: bool) -> dict:
-    """tqdm kwargs: off when progress is off; otherwise left to tqdm, so TQDM_DISABLE=1 (CI,
-    `ltlab batch`) still silences it (an explicit disable=False would override the variable)."""
-    return {} if progress else {"disable": True}
+    """tqdm kwargs: off when progress is off or TQDM_DISABLE=1 (CI, `ltlab batch`). The variable
+    is read here because tqdm.auto in Jupyter (tqdm.notebook) passes disable=False itself and
+    ignores it: every batch report carried progress widgets that load their code from a CDN."""
+    off = not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return {"disable": True} if off else {}
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.RandomState:

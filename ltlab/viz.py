@@ -41,9 +41,9 @@ def learning_curves(metrics: pd.DataFrame) -> Figure:
     fig = _figure((13.5, 3.8))
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     loss = df[["epoch", "train_loss"]].dropna()
-    ax_loss.plot(loss["epoch"], loss["train_loss"], color="C0", lw=1.4)
-    if len(loss) and (loss["train_loss"] > 0).all():
-        ax_loss.set_yscale("log")
+    ax_loss.plot(loss["epoch"], loss["train_loss"], color="C0", lw=1.4, marker=_markers(len(loss)), ms=4)
+    if len(loss) and (loss["train_loss"] > 0).all() and loss["train_loss"].max() / loss["train_loss"].min() >= 10:
+        ax_loss.set_yscale("log")   # under a decade, log ticks read as 4.4 x 10^0
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss")
     shown = False
     for col, style, label in (("test_top1", "-o", "top-1"),
@@ -55,12 +55,12 @@ def learning_curves(metrics: pd.DataFrame) -> Figure:
                 ax_acc.plot(s["epoch"], s[col], style, ms=3.5, lw=1.3, label=label)
                 shown = True
     if shown:
-        ax_acc.legend(fontsize=9)
+        ax_acc.legend(loc="best", fontsize=9)
     else:
         ax_acc.text(0.5, 0.5, "no evaluated epochs", ha="center", transform=ax_acc.transAxes)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy / ECE", title="Test metrics")
     lr = df[["epoch", "lr"]].dropna() if "lr" in df else df.iloc[:0]
-    ax_lr.plot(lr["epoch"], lr["lr"], color="C2", lw=1.4)
+    ax_lr.plot(lr["epoch"], lr["lr"], color="C2", lw=1.4, marker=_markers(len(lr)), ms=4)
     if len(lr) and (lr["lr"] > 0).all() and lr["lr"].max() / lr["lr"].min() >= 100:
         ax_lr.set_yscale("log")
     ax_lr.set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
@@ -69,6 +69,11 @@ def learning_curves(metrics: pd.DataFrame) -> Figure:
     if "seconds" in df and df["seconds"].notna().any():
         fig.suptitle(f"{len(df)} epochs, {df['seconds'].sum() / 60:.1f} min of training")
     return fig
+
+
+def _markers(n_points: int):
+    """Markers on short series: a 1-epoch run is one point, and a line through one point is invisible."""
+    return "o" if n_points <= 30 else None
 
 
 # --------------------------------------------------------------------------- shot groups
@@ -109,7 +114,8 @@ def per_class_accuracy_vs_count(per_class_acc, train_counts, class_names=None) -
     ax.set(xlabel="training images per class (log scale)", ylabel="per-class test accuracy",
            title="Per-class accuracy vs training frequency")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    # outside the axes: tail classes sit low-left, head classes high-right, any corner can hide one
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     return fig
 
 
@@ -175,7 +181,7 @@ def _draw_reliability(ax, conf, correct, n_bins, ece_value, title) -> dict:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return bins
 
 
@@ -190,7 +196,7 @@ def _draw_confidence_hist(ax, conf, correct, bins) -> None:
                label=f"avg. confidence ({100 * np.mean(conf):.1f}%)")
     ax.set(xlim=(0, 1), xlabel="confidence", ylabel="% of samples")
     ax.set_title("Confidence histogram", fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
 
 
 def _conf_correct(probs, labels):
@@ -238,9 +244,10 @@ def reliability_before_after(logits, labels, temperature: float, n_bins: int = 1
     return fig
 
 
-def reliability_by_group(probs, labels, train_counts, n_bins: int = 15) -> Figure:
+def reliability_by_group(probs, labels, train_counts, n_bins: int = 15, title: str = "") -> Figure:
     """One reliability diagram per many/medium/few group (samples whose true class is in
-    the group); empty groups are skipped. Same bins and axes in every panel."""
+    the group); empty groups are skipped. Same bins and axes in every panel. ``title`` names
+    what the probabilities are (e.g. the temperature), so two such figures can be told apart."""
     probs, labels = _np(probs, float), _np(labels, int)
     sample_group = shot_groups(_np(train_counts))[labels]
     present = [g for g in range(3) if np.any(sample_group == g)]
@@ -254,7 +261,7 @@ def reliability_by_group(probs, labels, train_counts, n_bins: int = 15) -> Figur
         e = float(ece(probs[m], labels[m], n_bins=n_bins))
         _draw_reliability(ax, conf, correct, n_bins, e,
                           f"{GROUPS[g]}: n = {int(m.sum())}, acc {100 * correct.mean():.1f}%")
-    fig.suptitle("Reliability by shot group (true class)")
+    fig.suptitle("Reliability by shot group (true class)" + (f", {title}" if title else ""))
     return fig
 
 
@@ -285,5 +292,5 @@ def accuracy_across_shifts(table: pd.DataFrame) -> Figure:
     ax.set(xlabel="test label distribution", ylabel="accuracy",
            title="Accuracy across test label distributions")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(loc="best", fontsize=9)
     return fig

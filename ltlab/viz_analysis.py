@@ -149,7 +149,7 @@ def risk_coverage_curves(logits, labels, scores=("msp", "energy", "residual_ener
            ylabel="selective risk (error rate of accepted)",
            title=f"Risk-coverage (T = {T:g}, N = {n}, error {100 * err:.1f}%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(loc="best", fontsize=9)
     return fig
 
 
@@ -285,5 +285,5 @@ def energy_vs_count(logits, train_counts, labels, T: float = 1.0) -> Figure:
            ylabel="mean −E(x; T) of test samples",
            title=f"Energy bias by class frequency (T = {T:g})")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="best", fontsize=9)
     return fig

@@ -1,5 +1,7 @@
 """papermill batch: grid, HTML reports, index, failures, skipping finished runs."""
 import json
+import os
+import stat
 
 import pytest
 import yaml
@@ -45,7 +47,16 @@ def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     spec = {"name": "mini", "notebook": NB,
             "parameters": {"dataset": "demo", "epochs": 1, "eval_every": 1, "device": "cpu"},
             "grid": {"method": ["ce", "no_such_method"]}}
-    index = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
+    umask = os.umask(0o022)          # the usual one: every file must come out 0644, shareable
+    try:
+        index = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))
+    finally:
+        os.umask(umask)
+    modes = {str(f.relative_to(tmp_path)): oct(stat.S_IMODE(f.stat().st_mode))
+             for top in ("reports", "runs") for f in (tmp_path / top).rglob("*") if f.is_file()}
+    assert any(k.endswith("checkpoint.pt") for k in modes) and any(k.endswith("method-ce.html") for k in modes)
+    assert {k: m for k, m in modes.items() if m != "0o644"} == {}
+    assert "href='mini/index.html'" in (tmp_path / "reports" / "index.html").read_text()   # the landing page
     out = tmp_path / "reports" / "mini"
     html = index.read_text()
     assert index == (out / "index.html").resolve()
@@ -60,6 +71,11 @@ def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     report = (out / "method-ce.html").read_text()
     assert report.count("<img") >= 4                           # the figures made it into the report
     assert "ltlab.fit(" not in report                          # input cells are hidden
+    # key numbers and provenance first, full tables collapsed, start-up lines not painted as errors
+    assert report.index("reproduce") < report.index("<img") < report.index("Full summary")
+    assert "ltlab train -c " in report and "<details" in report
+    assert "process(es) x" in report and "application/vnd.jupyter.stderr" not in report
+    assert "jupyter-widgets" not in report and "cdnjs" not in report   # no progress widgets, nothing from a CDN
     # a second invocation skips the finished run and retries the failed one
     mtime = (out / "method-ce.ipynb").stat().st_mtime
     index2 = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))

@@ -26,29 +26,22 @@ restart = False         # discard what run_dir holds and start over
 
 # %%
 %matplotlib inline
-import pandas as pd
 from IPython.display import display
 
 import ltlab
-from ltlab import viz
+from ltlab import logs, run_page, viz
 from ltlab.metrics import per_class_accuracy, softmax
 
+logs.to_stdout()   # start-up lines are information, not errors: keep them off Jupyter's stderr
 given = dict(dataset=dataset, data_root=data_root, imb_factor=imb_factor, method=method, model=model,
              epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
              stage1_run=stage1_run, run_dir=run_dir)
 cfg = ltlab.config.from_dict({**{k: v for k, v in given.items() if v not in (None, "")}, **overrides})
-pd.Series(cfg.to_dict(), dtype=object).to_frame("value")
 
 # %%
 run_dir = ltlab.fit(cfg, resume=resume, restart=restart)
 run = ltlab.load_run(run_dir)
-print(run_dir)
-
-# %% [markdown]
-# ## Summary (test split, last epoch)
-
-# %%
-pd.Series(run.summary, dtype=object).to_frame("value")
+run_page.header(run_dir)
 
 # %%
 if len(run.metrics):
@@ -73,4 +66,11 @@ viz.group_bars({cfg.method: run.summary})
 # ## Calibration (15 equal-width bins)
 
 # %%
-viz.reliability_diagram(softmax(logits), labels, title=f"{cfg.method}, test")
+viz.reliability_diagram(softmax(logits), labels, title=f"{cfg.method}, test, T = 1 (no temperature scaling)")
+
+# %% [markdown]
+# ## Everything recorded
+
+# %%
+display(run_page.collapsed("Full configuration (config.yaml)", run.config))
+run_page.collapsed("Full summary (summary.json, fractions)", run.summary)

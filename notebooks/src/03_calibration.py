@@ -53,11 +53,12 @@ else:
     display(viz.reliability_diagram(softmax(logits), labels, n_bins=n_bins, title="test, T = 1"))
 
 # %%
-viz.reliability_by_group(softmax(logits), labels, counts, n_bins=n_bins)
+viz.reliability_by_group(softmax(logits), labels, counts, n_bins=n_bins, title="before temperature scaling (T = 1)")
 
 # %%
 if T is not None:
-    display(viz.reliability_by_group(softmax(logits / T), labels, counts, n_bins=n_bins))
+    display(viz.reliability_by_group(softmax(logits / T), labels, counts, n_bins=n_bins,
+                                     title=f"after temperature scaling (T = {T:.3g})"))
 
 # %% [markdown]
 # ## Interactive temperature
