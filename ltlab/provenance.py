@@ -56,7 +56,9 @@ def now() -> str:
 def _argv() -> str:
     if Path(sys.argv[0]).name == "ltlab":
         return shlex.join(["ltlab", *sys.argv[1:]])
-    return f"{Path(sys.argv[0]).name} (a notebook or the Python API: see config.yaml)"
+    if "ipykernel" in Path(sys.argv[0]).name:
+        return "a notebook (01_train through papermill or JupyterLab): rerun with the reproduce line"
+    return f"{Path(sys.argv[0]).name} (the Python API): rerun with the reproduce line"
 
 
 def start(run_dir, cfg, device, schedule: dict, world: int = 1) -> dict:
