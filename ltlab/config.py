@@ -50,7 +50,7 @@ class RunConfig:
     img_size: int = 224              # list datasets: train RandomResizedCrop(img_size); test Resize(img_size*256/224) + CenterCrop
     num_workers: int = 8             # list datasets: DataLoader worker processes per training process
     # --- model ------------------------------------------------------------------------
-    model: str = "resnet32"          # resnet32 | resnet50 | resnext50_32x4d | resnet152
+    model: str = "resnet32"          # resnet32 | resnet20 | resnet8 | resnet50 | resnext50_32x4d | resnet152
     weights: str = ""                # local torchvision state_dict (.pth) for the backbone; nothing is ever downloaded
     # --- method -----------------------------------------------------------------------
     method: str = "ce"               # see ltlab.methods.METHODS

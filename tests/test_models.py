@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ltlab.models import build_model, num_parameters, resnet32
@@ -11,6 +12,16 @@ def test_resnet32_parameter_count():
     assert n == 464154
     assert num_parameters(model.head) == 64 * 10 + 10
     assert not any("shortcut" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("name, blocks, count", [("resnet8", 1, 75290), ("resnet20", 3, 269722)])
+def test_smaller_cifar_resnets(name, blocks, count):
+    """ResNet-(6n+2) of He et al. 2016 (sec. 4.2): ResNet-20 has 0.27 M parameters there."""
+    model = build_model(name, 10)
+    assert num_parameters(model) == count
+    assert [len(s) for s in (model.backbone.layer1, model.backbone.layer2, model.backbone.layer3)] == [blocks] * 3
+    out = model.eval()(torch.randn(2, 3, 32, 32))
+    assert out["logits"].shape == (2, 10) and out["features"].shape == (2, 64)
 
 
 def test_resnet32_shapes_and_features():
@@ -35,7 +46,8 @@ def test_cosine_head_bounded():
     assert logits.abs().max() <= 30.0 + 1e-4
 
 
-def test_linear_classifier_init_follows_the_cifar_originals():
+@pytest.mark.parametrize("model", ["resnet32", "resnet20", "resnet8"])
+def test_linear_classifier_init_follows_the_cifar_originals(model):
     """LDAM-DRW / MiSLAS resnet32 apply kaiming_normal_ to the Linear classifier too: std sqrt(2/64)."""
     import torch
 
@@ -45,6 +57,6 @@ def test_linear_classifier_init_follows_the_cifar_originals():
     class D:
         num_classes = 100
     torch.manual_seed(0)
-    w = METHODS["ce"].build_model(from_dict({"method": "ce"}), D).head.fc.weight
+    w = METHODS["ce"].build_model(from_dict({"method": "ce", "model": model}), D).head.fc.weight
     assert abs(w.std().item() - (2 / 64) ** 0.5) < 0.01                   # torch's default: std 1/(8 sqrt 3) = 0.072
     assert w.abs().max().item() > 1 / 8                                   # outside torch's uniform(-1/8, 1/8)

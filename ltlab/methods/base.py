@@ -77,8 +77,8 @@ class Recipe:
     # ---- pieces ------------------------------------------------------------------------
     def build_model(self, cfg, data) -> nn.Module:
         model = build_model(cfg.model, data.num_classes, self.head)
-        if self.head == "linear" and cfg.model == "resnet32" and self.linear_init == "kaiming":
-            # LDAM-DRW's and MiSLAS's resnet32 apply kaiming_normal_ to every Conv2d and Linear
+        if self.head == "linear" and cfg.model in ("resnet8", "resnet20", "resnet32") and self.linear_init == "kaiming":
+            # LDAM-DRW's and MiSLAS's resnet32 (and the same family's resnet8 / resnet20) apply kaiming_normal_ to every Conv2d and Linear
             # (their _weights_init), the classifier included; its bias keeps torch's default
             nn.init.kaiming_normal_(model.head.fc.weight)
         return model

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ltlab.models.heads import HEADS, CosineHead, LinearHead
-from ltlab.models.resnet_cifar import ResNetCifar, resnet32
+from ltlab.models.resnet_cifar import ResNetCifar, resnet8, resnet20, resnet32
 
 
 def _torchvision(name: str):
@@ -25,6 +25,8 @@ def _torchvision(name: str):
 # name -> backbone constructor; every backbone has .out_dim (the feature size)
 MODELS = {
     "resnet32": resnet32,
+    "resnet20": resnet20,
+    "resnet8": resnet8,
     "resnet50": _torchvision("resnet50"),
     "resnext50_32x4d": _torchvision("resnext50_32x4d"),
     "resnet152": _torchvision("resnet152"),
@@ -106,4 +108,4 @@ def load_weights(model: nn.Module, path: str) -> None:
 
 
 __all__ = ["MODELS", "HEADS", "LTNet", "LinearHead", "CosineHead", "ResNetCifar", "build_model",
-           "build_backbone", "num_parameters", "resnet32", "load_weights"]
+           "build_backbone", "num_parameters", "resnet8", "resnet20", "resnet32", "load_weights"]
