@@ -159,6 +159,12 @@ class MiSLAS(Stage2Recipe):
             if bad:
                 raise ConfigError(f"extra key 'mislas_stage1' sets {bad[0]!r}: allowed keys are config keys other "
                                   "than method, run_dir and run_name")
+            from ltlab import config as config_mod
+            try:   # a bad stage-one value is refused now, not after stage two's checks have passed
+                config_mod.from_dict(stage1_config(cfg))
+            except ConfigError as e:
+                raise ConfigError(f"extra key 'mislas_stage1' = {self.opt(cfg, 'mislas_stage1')!r} "
+                                  f"(the stage-one config): {e}") from None
         if self.opt(cfg, "mislas_las_shape") not in LAS_SHAPES:
             raise ConfigError(f"extra key 'mislas_las_shape' = {self.opt(cfg, 'mislas_las_shape')!r}: allowed "
                               f"values are {', '.join(LAS_SHAPES)}")
