@@ -224,7 +224,7 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
             raise _unknown(key)
         values[key] = _coerce(key, value, _TYPES[key])
     cfg = validate(RunConfig(**values))
-    if set(FIELDS) - set(user):
+    if set(FIELDS) - set(user) - {"extra"}:   # (extra was popped from user above)
         # a partial config is what someone typed: a key it sets that this run ignores is refused; a
         # complete one is a saved config.yaml, whose unused keys hold their defaults by necessity
         from ltlab.config_checks import check_given
