@@ -89,6 +89,10 @@ def stage1_config(cfg) -> dict:
     paper_epochs = d["epochs"]
     d.update(overrides)
     d = follow_epochs(d, overrides, paper_epochs, {})
+    if d.get("schedule") != "multistep":   # the recipe's milestones would be refused as ignored keys
+        for key in ("milestones", "lr_gamma"):
+            if key not in overrides:
+                d.pop(key, None)
     run_dir = Path(str(cfg.resolved_run_dir()) + "_stage1")
     d.update({"method": "ce", "stage1_run": "", "run_dir": str(run_dir), "run_name": run_dir.name})
     return d
