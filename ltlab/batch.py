@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ltlab.config import ConfigError, load_yaml
+from ltlab.experiments_check import check_kernel, check_run_entry, check_spec, check_training_point
 from ltlab.io import atomic_write_json, atomic_write_text
 
 KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout",
@@ -55,11 +56,13 @@ def load_experiments(path) -> dict:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"experiments file '{path}': grid key '{key}' must be a non-empty list, got {values!r}")
     runs = spec.setdefault("runs", [])
+    check_spec(spec, path)
     names = []
     for r in runs:
         if not isinstance(r, dict) or set(r) - {"name", "parameters"} or not isinstance(r.get("name"), str):
             raise ConfigError(f"experiments file '{path}': each entry of 'runs' must be {{name: str, parameters: {{...}}}}, "
                               f"got {r!r}")
+        check_run_entry(r, names, path)
         for key, value in (r.get("parameters") or {}).items():
             if isinstance(value, str) and value.startswith("@") and value[1:] not in names:
                 raise ConfigError(f"experiments file '{path}': run '{r['name']}' parameter '{key}' = '{value}' names "
@@ -227,6 +230,10 @@ def run_batch(experiments, reports="reports", rerun=False, executor: dict | None
     points = grid_points(spec)
     for name, params in points:
         check_parameters(notebook, params, f"experiments file '{experiments}', run '{name}'")
+    known = notebook_parameters(notebook)
+    for name, params in points:
+        check_training_point(known, params, f"experiments file '{experiments}', run '{name}'")
+    check_kernel(spec.get("kernel", "ltlab"), experiments)
     for nb in spec["analysis"] + ([spec["compare"]] if spec.get("compare") else []):
         if not (root / nb).is_file():
             raise ConfigError(f"experiments file '{experiments}': notebook '{nb}' not found")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EXAMPLES = """examples:
   ltlab train -c experiments/cifar10_lt_ce.yaml epochs=30 seed=1
@@ -22,9 +23,29 @@ EXAMPLES = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as the one line every other bad input gets (not usage + error)."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("ltlab").strip()
+        self.exit(2, f"ltlab: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
+def _count(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}; allowed: integers >= {low}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ltlab", description="Long-tailed recognition workbench.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="ltlab", description="Long-tailed recognition workbench.",
+                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one run and write its run directory",
@@ -80,16 +101,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="regenerate every '<!-- begin: ltlab table ... -->' block of README from its command")
 
     s = sub.add_parser("bench", help="images/s of ltlab's loop vs a classic DataLoader pipeline")
-    s.add_argument("--steps", type=int, default=50, help="training steps per measurement")
-    s.add_argument("--repeats", type=int, default=3, help="interleaved A/B repeats")
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference pipeline")
+    s.add_argument("--steps", type=_count(1), default=50, help="training steps per measurement")
+    s.add_argument("--repeats", type=_count(1), default=3, help="interleaved A/B repeats")
+    s.add_argument("--batch-size", type=_count(1), default=128)
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--workers", type=_count(0), default=2, help="DataLoader workers of the reference pipeline")
     s.add_argument("--out", help="write the results as JSON to this file")
     s.add_argument("--compile", default="auto", choices=("auto", "on", "graphs", "off"),
                    help="torch.compile mode of ltlab's loop (auto: what a 200-epoch CIFAR-10-LT run gets: "
                         "CUDA graphs on cuda; on a CPU, compiled when a C++ compiler is there)")
-    s.add_argument("--eval-batch", type=int, default=0,
+    s.add_argument("--eval-batch", type=_count(0), default=0,
                    help="images per evaluation batch (default: what runs use, 1,024 on cuda, 128 on a CPU)")
     s.add_argument("--profile", action="store_true", help="also print a torch.profiler table of ltlab steps")
     return p
@@ -104,8 +125,23 @@ def _bad_input_types():
     return (ConfigError, DataError, CheckpointError, RunNotFinished)
 
 
+def _check_flags(parser, args) -> None:
+    """Flag combinations that would silently do something else than asked."""
+    if args.command == "train" and args.resume and args.restart:
+        parser.error("train --resume and --restart together: --restart discards the checkpoint --resume would continue")
+    if args.command == "train" and args.force and not args.resume:
+        parser.error("train --force without --resume: it only lets --resume continue a checkpoint whose config differs")
+    out = getattr(args, "out", None)
+    if args.command == "bench" and out and not Path(out).resolve().parent.is_dir():
+        parser.error(f"bench --out {out!r}: its folder does not exist (the results are written after minutes of measuring)")
+    if args.command == "batch" and Path(args.reports).exists() and not Path(args.reports).is_dir():
+        parser.error(f"batch --reports {args.reports!r} is a file; expected a folder (created if absent)")
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_flags(parser, args)
     try:
         bad_input = _bad_input_types()
     except Exception:  # import problems are a failure, not bad input

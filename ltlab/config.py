@@ -156,6 +156,8 @@ def validate(cfg: RunConfig) -> RunConfig:
                           f"{cfg.accum_steps}: the effective batch must split into equal micro-batches")
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in cfg.milestones):
         raise ConfigError(f"config key 'milestones' = {cfg.milestones!r}: must be a list of positive integers (epochs)")
+    from ltlab.config_checks import check_ranges
+    check_ranges(cfg)
     from ltlab.methods import METHODS, SAMPLERS
     from ltlab.models import MODELS
     _check_choice("method", cfg.method, tuple(METHODS))
@@ -221,7 +223,13 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
         if key not in FIELDS:
             raise _unknown(key)
         values[key] = _coerce(key, value, _TYPES[key])
-    return validate(RunConfig(**values))
+    cfg = validate(RunConfig(**values))
+    if set(FIELDS) - set(user) - {"extra"}:   # (extra was popped from user above)
+        # a partial config is what someone typed: a key it sets that this run ignores is refused; a
+        # complete one is a saved config.yaml, whose unused keys hold their defaults by necessity
+        from ltlab.config_checks import check_given
+        check_given(cfg, user, user_extra or {})
+    return cfg
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -44,9 +44,11 @@ def test_bad_experiments_files(tmp_path):
 
 def test_batch_with_a_failing_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # a value only the run itself can find wrong (config errors are refused before anything runs)
     spec = {"name": "mini", "notebook": NB,
             "parameters": {"dataset": "demo", "epochs": 1, "eval_every": 1, "device": "cpu"},
-            "grid": {"method": ["ce", "no_such_method"]}}
+            "runs": [{"name": "method-ce", "parameters": {"method": "ce"}},
+                     {"name": "method-no_such_method", "parameters": {"overrides": {"weights": "/no_such_method.pth"}}}]}
     umask = os.umask(0o022)          # the usual one: every file must come out 0644, shareable
     try:
         index = run_batch(_write(tmp_path, spec), reports=str(tmp_path / "reports"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ltlab.config import ConfigError
+from ltlab.config_checks import check_extra_pairs, check_extra_value
 from ltlab.losses import LOSSES
 from ltlab.models import build_model
 from ltlab.samplers import SAMPLER_EXTRA_KEYS, build_sampler, check_sampler_extra
@@ -54,10 +55,11 @@ class Recipe:
             if key not in known:
                 raise ConfigError(f"unknown extra key '{key}' for method '{self.name}'; allowed: {', '.join(known)}")
             typ = known[key][0]
-            if typ is float and isinstance(value, int) and not isinstance(value, bool):
-                continue
-            if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+            int_for_float = typ is float and isinstance(value, int) and not isinstance(value, bool)
+            if not int_for_float and (not isinstance(value, typ) or (typ is not bool and isinstance(value, bool))):
                 raise ConfigError(f"extra key '{key}' = {value!r}: expected {typ.__name__}")
+            check_extra_value(key, value, typ)
+        check_extra_pairs(cfg.extra)
         try:
             check_sampler_extra(cfg)
         except ValueError as e:

@@ -89,6 +89,10 @@ def stage1_config(cfg) -> dict:
     paper_epochs = d["epochs"]
     d.update(overrides)
     d = follow_epochs(d, overrides, paper_epochs, {})
+    if d.get("schedule") != "multistep":   # the recipe's milestones would be refused as ignored keys
+        for key in ("milestones", "lr_gamma"):
+            if key not in overrides:
+                d.pop(key, None)
     run_dir = Path(str(cfg.resolved_run_dir()) + "_stage1")
     d.update({"method": "ce", "stage1_run": "", "run_dir": str(run_dir), "run_name": run_dir.name})
     return d
@@ -159,6 +163,12 @@ class MiSLAS(Stage2Recipe):
             if bad:
                 raise ConfigError(f"extra key 'mislas_stage1' sets {bad[0]!r}: allowed keys are config keys other "
                                   "than method, run_dir and run_name")
+            from ltlab import config as config_mod
+            try:   # a bad stage-one value is refused now, not after stage two's checks have passed
+                config_mod.from_dict(stage1_config(cfg))
+            except ConfigError as e:
+                raise ConfigError(f"extra key 'mislas_stage1' = {self.opt(cfg, 'mislas_stage1')!r} "
+                                  f"(the stage-one config): {e}") from None
         if self.opt(cfg, "mislas_las_shape") not in LAS_SHAPES:
             raise ConfigError(f"extra key 'mislas_las_shape' = {self.opt(cfg, 'mislas_las_shape')!r}: allowed "
                               f"values are {', '.join(LAS_SHAPES)}")
