@@ -1,6 +1,6 @@
 """BalPoE: a balanced product of logit-adjusted experts, calibrated by mixup.
 
-Sarkar, Karlinsky, Feris & Schiele, "Balanced Product of Calibrated Experts for Long-Tailed
+Sanchez Aimar, Jonnarth, Felsberg & Kuhlmann, "Balanced Product of Calibrated Experts for Long-Tailed
 Recognition", CVPR 2023 (emasa/BalPoE-CalibratedLT, ``configs/mixup/*/config_cifar*_bs-experts.json``).
 
 Model: ResNet-32 with shared conv1 + BN + layer1 and, per expert, its own layer2, layer3 and a
@@ -34,7 +34,7 @@ BALPOE_MIXUP = {"demo": 0.8, "cifar10_lt": 0.8, "cifar100_lt": 0.4}
 
 class BalPoE(Recipe):
     name = "balpoe"
-    paper = "Sarkar et al., Balanced Product of Calibrated Experts for Long-Tailed Recognition, CVPR 2023"
+    paper = "Sanchez Aimar et al., Balanced Product of Calibrated Experts for Long-Tailed Recognition, CVPR 2023"
     changes = ("model: multi-expert ResNet-32 (cosine s=30); loss: mean_k CE(z_k + tau_k log pi); mixup; "
                "predict mean z_k")
     extra_keys = {
