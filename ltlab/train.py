@@ -126,8 +126,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
             first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             # w / world per micro-batch: summed over micro-batches and processes, the global-batch mean
             total += loss if (w == 1.0 and steps.world == 1) else loss * (w / steps.world)
-        if recipe.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+        recipe.clip_gradients(model)
         optimizer.step()
         n_steps += 1
     if steps.world > 1:   # each process summed its share of every step's loss

@@ -1,6 +1,7 @@
 """The Recipe base class and the method registry."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from ltlab.config import ConfigError
@@ -91,6 +92,12 @@ class Recipe:
 
     def setup(self, model, cfg, data) -> None:
         """Before training: e.g. load and freeze a stage-one model."""
+
+    def clip_gradients(self, model) -> None:
+        """Clip before each optimizer step: one max norm over all parameters (the
+        LDAM-DRW-lineage convention); a recipe whose original clips per network overrides."""
+        if self.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
 
     def parameters(self, model, cfg):
         return [p for p in model.parameters() if p.requires_grad]
