@@ -283,7 +283,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
                                 fused=device.type == "cuda" or None)
     loss_fn = recipe.build_loss(cfg, data).to(device)
     sampler = recipe.build_sampler(cfg, data)
-    train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps)
+    train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps,
+                                  rotate=recipe.rotation_degrees(cfg))
     test_loader = D.eval_loader(data, "test", ctx)
     amp_dtype = autocast_dtype(cfg, device)
     compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,

@@ -93,6 +93,10 @@ class Recipe:
     def setup(self, model, cfg, data) -> None:
         """Before training: e.g. load and freeze a stage-one model."""
 
+    def rotation_degrees(self, cfg) -> float:
+        """Range of the random rotation the training loader adds after crop and flip (0: none)."""
+        return 0.0
+
     def clip_gradients(self, model) -> None:
         """Clip before each optimizer step: one max norm over all parameters (the
         LDAM-DRW-lineage convention); a recipe whose original clips per network overrides."""
