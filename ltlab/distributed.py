@@ -311,12 +311,14 @@ class StepBatches:
                        for xm, ym in zip(torch.tensor_split(x, m), torch.tensor_split(y, m))]
 
 
-def train_batches(data, batch_size: int, seed: int, sampler, ctx: Context, accum: int = 1) -> StepBatches:
-    """StepBatches over the run's training data, whichever loader the data layer has."""
+def train_batches(data, batch_size: int, seed: int, sampler, ctx: Context, accum: int = 1,
+                  rotate: float = 0.0) -> StepBatches:
+    """StepBatches over the run's training data, whichever loader the data layer has. ``rotate``
+    (degrees, the small-image GpuLoader's RandomRotation) is passed on only when set."""
     if getattr(data, "shards_by_sampler", False):
         loader = data.train_loader(batch_size // ctx.world, seed=seed, sampler=sampler, rank=ctx.rank, world=ctx.world)
         return StepBatches(loader, rank=ctx.rank, world=ctx.world, accum=accum, global_batches=False)
-    loader = data.train_loader(batch_size, seed=seed, sampler=sampler)
+    loader = data.train_loader(batch_size, seed=seed, sampler=sampler, **({"rotate": rotate} if rotate else {}))
     return StepBatches(loader, rank=ctx.rank, world=ctx.world, accum=accum, global_batches=True)
 
 

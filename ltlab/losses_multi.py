@@ -27,8 +27,8 @@ def expert_taus(experts: int, tau_min: float = 0.0, tau_max: float = 2.0) -> lis
 
 
 class BalPoELoss(nn.Module):
-    """mean_k CE(z_k + tau_k log pi, y) over the experts (BalPoE's BSExpertLoss; Sarkar et
-    al., CVPR 2023). tau_k = 1 - lambda_k: expert k targets the test prior pi^lambda_k; one
+    """mean_k CE(z_k + tau_k log pi, y) over the experts (BalPoE's BSExpertLoss; Sanchez
+    Aimar et al., CVPR 2023). tau_k = 1 - lambda_k: expert k targets the test prior pi^lambda_k; one
     expert with tau = 1 is Balanced Softmax (Ren et al. 2020). Reads out['expert_logits']."""
 
     def __init__(self, train_counts, taus):

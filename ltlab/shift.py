@@ -13,6 +13,10 @@ The large benchmarks ship the subsets as list files instead (``../shared/data/sp
 ``ImageNet_LT_forward50.txt.gz`` ...); :func:`list_shift_subsets` maps them to positions in
 the test split by relative path.
 
+EM estimates the prior from calibrated posteriors (ltlab.calibrated_em: BCTS on the val split by
+default); an estimate that hit the iteration cap or collapsed is flagged in ``em_status`` and its
+accuracy columns are left empty rather than shown as a result.
+
 Everything here is numpy on saved logits, so one run gives the whole table in seconds.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ltlab import calibrated_em as CE
 from ltlab import metrics as M
 from ltlab import posthoc
 
@@ -246,13 +251,12 @@ def _accuracy_row(pred, y, c, train_counts, prefix: str) -> dict:
     return row
 
 
-def shift_row(logits, labels, train_counts, source_counts=None, temperature: float = 1.0,
+def shift_row(logits, labels, train_counts, source_counts=None, calibration: CE.Calibration | None = None,
               em: bool = True) -> dict:
     """Accuracy of one test subset: 'none' (argmax of the logits), 'known' (prior_correct
     with q = the subset's class frequencies), 'em' (the EM estimate of q from the subset's
-    softmax(logits / temperature), no label used), each with its many/medium/few class
-    means by training counts; plus 'em_tv', the total-variation distance between the EM
-    estimate and the true q, and 'em_iter'."""
+    calibrated posteriors, no label used), each with its many/medium/few class means by
+    training counts; plus the EM columns of :func:`em_columns`."""
     f = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64).ravel()
     n, c = f.shape
@@ -262,43 +266,75 @@ def shift_row(logits, labels, train_counts, source_counts=None, temperature: flo
     row.update(_accuracy_row(f.argmax(1), y, c, train_counts, "none"))
     row.update(_accuracy_row(posthoc.prior_correct(f, src, q).argmax(1), y, c, train_counts, "known"))
     if em:
-        row.update(em_columns(f, y, train_counts, src, temperature)[0])
+        cal = calibration if calibration is not None else CE.fit_calibration("none", model_prior=src)
+        row.update(em_columns(f, y, train_counts, cal)[0])
     return row
 
 
-def em_columns(logits, labels, train_counts, source_counts, temperature: float = 1.0):
-    """({em, em_many.., em_tv, em_iter}, q_hat): EM (posthoc.em_prior) on
-    softmax(logits / temperature) started from the source prior; labels only score it."""
+def em_columns(logits, labels, train_counts, calibration: CE.Calibration):
+    """({em, em_many.., em_tv, em_iter, em_status, em_calibration}, EMResult).
+
+    EM (calibrated_em.estimate_prior) on the calibrated posteriors of the subset; labels only
+    score it. em_tv: total variation between the estimate and the subset's true prior, kept
+    whatever the status (it shows how wrong a flagged estimate is). The accuracy columns are
+    NaN unless em_status is 'ok'."""
     f = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64).ravel()
     c = f.shape[1]
-    probs = M.softmax(posthoc.apply_temperature(f, temperature))
-    q_hat, adj, it = posthoc.em_prior(probs, posthoc.class_prior(source_counts))
-    cols = _accuracy_row(adj.argmax(1), y, c, train_counts, "em")
-    q = np.bincount(y, minlength=c) / max(len(y), 1)
-    cols["em_tv"] = 0.5 * float(np.abs(q_hat - q).sum())
-    cols["em_iter"] = int(it)
-    return cols, q_hat
+    res = CE.estimate_prior(f, calibration)
+    cols = _accuracy_row(res.probs.argmax(1), y, c, train_counts, "em")
+    if res.status != CE.STATUS_OK:
+        cols = {k: np.nan for k in cols}
+    cols["em_tv"] = CE.total_variation(res.prior, np.bincount(y, minlength=c) / max(len(y), 1))
+    cols["em_iter"] = res.n_iter
+    cols["em_status"] = res.status
+    cols["em_calibration"] = calibration.method
+    return cols, res
 
 
 def shift_table(logits, labels, train_counts, shifts=SHIFTS, seed: int = 0, source_counts=None,
-                temperature: float = 1.0, subsets: dict | None = None, em: bool = True) -> pd.DataFrame:
+                calibration: CE.Calibration | None = None, subsets: dict | None = None,
+                em: bool = True) -> pd.DataFrame:
     """One row per test distribution (index 'test distribution', in ``shifts`` order).
 
     Columns: n, none, known, em (micro top-1 on the subset), {variant}_{many,medium,few}
-    (per-class mean by training counts, NaN where the group is absent), em_tv, em_iter.
-    ``subsets`` ({name: indices}, e.g. from list_shift_subsets) replaces the CIFAR-style
-    subsets; ``source_counts`` is the prior the logits encode (default: train_counts; see
-    model_prior_counts); ``temperature`` calibrates the posteriors EM starts from (fit it
-    on the validation split) and leaves the other columns unchanged.
+    (per-class mean by training counts, NaN where the group is absent), em_tv, em_iter,
+    em_status, em_calibration. ``subsets`` ({name: indices}, e.g. from list_shift_subsets)
+    replaces the CIFAR-style subsets; ``source_counts`` is the prior the logits encode
+    (default: train_counts; see model_prior_counts); ``calibration`` (calibrated_em.fit_calibration
+    on the val split) gives the posteriors EM works on and leaves the other columns unchanged;
+    without it EM runs on the raw logits and em_calibration says 'none'.
     """
     f = np.asarray(logits)
     y = np.asarray(labels).astype(np.int64).ravel()
     c = f.shape[1]
     if subsets is None:
         subsets = shift_subsets(y, shifts, seed=seed, num_classes=c)
-    rows = {name: shift_row(f[idx], y[idx], train_counts, source_counts, temperature, em)
+    rows = {name: shift_row(f[idx], y[idx], train_counts, source_counts, calibration, em)
             for name, idx in subsets.items()}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "test distribution"
+    return df
+
+
+def em_tv_table(logits, labels, calibrations: dict, shifts=SHIFTS, seed: int = 0,
+                subsets: dict | None = None) -> pd.DataFrame:
+    """EM's total variation to the true prior and its status, one column pair per calibration
+    ({name: Calibration}), one row per test distribution."""
+    f = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    c = f.shape[1]
+    if subsets is None:
+        subsets = shift_subsets(y, shifts, seed=seed, num_classes=c)
+    rows = {}
+    for name, idx in subsets.items():
+        q = np.bincount(y[idx], minlength=c) / len(idx)
+        row = {}
+        for label, cal in calibrations.items():
+            res = CE.estimate_prior(f[idx], cal)
+            row[f"tv {label}"] = CE.total_variation(res.prior, q)
+            row[f"status {label}"] = res.status
+        rows[name] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "test distribution"
     return df

@@ -130,8 +130,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
             first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             # w / world per micro-batch: summed over micro-batches and processes, the global-batch mean
             total += loss if (w == 1.0 and steps.world == 1) else loss * (w / steps.world)
-        if recipe.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+        recipe.clip_gradients(model)
         optimizer.step()
         n_steps += 1
     if steps.world > 1:   # each process summed its share of every step's loss
@@ -288,7 +287,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
                                 fused=device.type == "cuda" or None)
     loss_fn = recipe.build_loss(cfg, data).to(device)
     sampler = recipe.build_sampler(cfg, data)
-    train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps)
+    train_steps = D.train_batches(data, cfg.batch_size, cfg.seed, sampler, ctx, cfg.accum_steps,
+                                  rotate=recipe.rotation_degrees(cfg))
     test_loader = D.eval_loader(data, "test", ctx)
     amp_dtype = autocast_dtype(cfg, device)
     compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,

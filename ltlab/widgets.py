@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ltlab import metrics as M
-from ltlab import posthoc, posthoc_classifier, posthoc_tde, scores, shift, viz
+from ltlab import calibrated_em, posthoc, posthoc_classifier, posthoc_tde, scores, shift, viz
 
 FAILURE_SCORES = ("msp", "energy", "residual_energy")
 
@@ -156,12 +156,27 @@ def source_counts(run, source: str = "auto") -> np.ndarray:
     raise ValueError(f"source prior {source!r}: expected auto, train or uniform")
 
 
-def prior_view(run, shift_name: str = "forward50", source: str = "auto", temperature: float = 1.0,
+def em_calibration(run, method: str = "bcts", source: str = "auto") -> calibrated_em.Calibration:
+    """The calibration EM works on (calibrated_em.fit_calibration: bcts, ts or none), fitted on
+    the run's val split; ``source`` is the prior the raw logits encode (see source_counts).
+    A run without a val split gets an error for bcts and ts, never a silent 'none'."""
+    src = source_counts(run, source)
+    if method == "none":
+        return calibrated_em.fit_calibration("none", model_prior=src)
+    if not has_split(run, "val"):
+        raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
+                         "train with a val split, or choose calibration 'none' (EM on the raw logits)")
+    val = predictions(run, "val")
+    return calibrated_em.fit_calibration(method, val["logits"], val["labels"], src)
+
+
+def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
                seed: int = 0, subsets: dict | None = None):
-    """One test distribution: its true class prior, the EM estimate (from
-    softmax(logits / temperature), no labels) and the source prior; accuracy by group
-    without correction, with the known prior and with the EM prior. ``subsets`` (e.g.
-    shift.list_shift_subsets) replaces the CIFAR-style subset."""
+    """One test distribution: its true class prior, the EM estimate (from the posteriors
+    calibrated on val by ``calibration``, see em_calibration; no test labels) and the source
+    prior; accuracy by group without correction, with the known prior and with the EM prior
+    (empty when the estimate is flagged). ``subsets`` (e.g. shift.list_shift_subsets)
+    replaces the CIFAR-style subset."""
     p = predictions(run, "test")
     f, y, counts = p["logits"], p["labels"], p["train_counts"]
     c = f.shape[1]
@@ -169,10 +184,11 @@ def prior_view(run, shift_name: str = "forward50", source: str = "auto", tempera
         shift.shift_subset(y, *shift.parse_shift(shift_name), seed=seed, num_classes=c)
     src = source_counts(run, source)
     row = shift.shift_row(f[idx], y[idx], counts, src, em=False)
-    em_cols, q_hat = shift.em_columns(f[idx], y[idx], counts, src, temperature)
+    cal = em_calibration(run, calibration, source)
+    em_cols, res = shift.em_columns(f[idx], y[idx], counts, cal)
     row.update(em_cols)
     q_true = np.bincount(y[idx], minlength=c) / len(idx)
-    fig = _prior_figure(q_true, q_hat, posthoc.class_prior(src), counts, row, shift_name)
+    fig = _prior_figure(q_true, res.prior, cal.source_prior, counts, row, shift_name)
     return fig, {"shift": shift_name, **row}
 
 
@@ -183,8 +199,9 @@ def _prior_figure(q_true, q_hat, q_src, counts, row, name) -> Figure:
     ax_p, ax_a = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
     ax_p.plot(x, q_true[order], "-o", ms=3, color="black", label="true test prior q")
     ax_p.plot(x, q_hat[order], "--s", ms=3, color="tab:purple",
-              label=f"EM estimate (TV {row['em_tv']:.3f}, {row['em_iter']} it.)")
-    ax_p.plot(x, q_src[order], ":", color="0.5", label="source prior (logits)")
+              label=f"EM estimate, {row['em_calibration']} (TV {row['em_tv']:.3f}, {row['em_iter']} it., "
+                    f"{row['em_status']})")
+    ax_p.plot(x, q_src[order], ":", color="0.5", label="source prior (of the calibrated posteriors)")
     ax_p.set_yscale("log")
     ax_p.set(xlabel="class (by descending training count)", ylabel="class prior (log)",
              title=f"{name}: n = {row['n']}")
@@ -200,7 +217,8 @@ def _prior_figure(q_true, q_hat, q_src, counts, row, name) -> Figure:
                         color=f"C{j}", label=lab)
         ax_a.bar_label(bars, fmt="%.1f", fontsize=7, rotation=90, padding=2)
     ax_a.set_xticks(np.arange(4), cats)
-    ax_a.set(ylim=(0, 115), ylabel="accuracy (%)", title="Accuracy on this distribution")
+    flag = "" if row.get("em_status", "ok") == "ok" else f"\n(EM prior not shown: estimate {row['em_status']})"
+    ax_a.set(ylim=(0, 115), ylabel="accuracy (%)", title="Accuracy on this distribution" + flag)
     ax_a.grid(axis="y", alpha=0.3)
     ax_a.legend(fontsize=8, loc="upper right")
     return fig
@@ -277,7 +295,7 @@ def logit_adjust_widget(run, tau: float = 1.0):
     return _panel(logit_adjust_view, run, {"tau": _slider("logit adjustment τ", tau, -1.0, 3.0, 0.05)})
 
 
-def prior_widget(run, shift_name: str = "forward50", source: str = "auto", temperature: float = 1.0,
+def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
                  subsets: dict | None = None):
     import ipywidgets as w
 
@@ -285,7 +303,8 @@ def prior_widget(run, shift_name: str = "forward50", source: str = "auto", tempe
     controls = {"shift_name": w.Dropdown(options=names, value=shift_name, description="test prior"),
                 "source": w.Dropdown(options=["auto", "train", "uniform"], value=source,
                                      description="logit prior"),
-                "temperature": _slider("EM temperature", temperature, 0.05, 20.0, 0.02, log=True)}
+                "calibration": w.Dropdown(options=list(calibrated_em.CALIBRATIONS), value=calibration,
+                                          description="EM calibration")}
     return _panel(prior_view, run, controls, subsets=subsets)
 
 

@@ -81,3 +81,41 @@ def test_end_to_end_prediction_without_prior(tmp_path, monkeypatch):
     log_sm = z - _np_logsumexp(z, 2)[..., None]
     expect = _np_logsumexp(log_w.T[..., None] + log_sm, 0)                          # no log(C pi) term
     assert np.allclose(p["logits"], expect, atol=1e-4)
+
+
+def _grads(net, backbone_norm, head_norm):
+    """Fill every gradient so that the backbone's and the head's total norms are the given ones."""
+    for part, norm in ((net.backbone, backbone_norm), (net.head, head_norm)):
+        ps = list(part.parameters())
+        n = sum(p.numel() for p in ps)
+        for p in ps:
+            p.grad = torch.full_like(p, norm / n ** 0.5)
+
+
+def _norm(part):
+    return torch.sqrt(sum((p.grad ** 2).sum() for p in part.parameters())).item()
+
+
+def test_enmos_clips_backbone_and_head_separately_like_the_original():
+    """EnMos_debias's batch_backward clips feat_model and classifier each to max-norm 5."""
+    from ltlab.methods import METHODS
+    from ltlab.models import LTNet, build_backbone
+
+    backbone = build_backbone("resnet32")
+    net = LTNet(backbone, MixtureHead(backbone.out_dim, 4, components=3))
+    _grads(net, backbone_norm=100.0, head_norm=2.0)
+    METHODS["enmos"].clip_gradients(net)
+    assert _norm(net.backbone) == pytest.approx(5.0, rel=1e-4)
+    assert _norm(net.head) == pytest.approx(2.0, rel=1e-4)    # a global clip would shrink it to ~0.1
+    _grads(net, backbone_norm=3.0, head_norm=40.0)
+    METHODS["enmos"].clip_gradients(torch.compile(net, backend="eager"))   # wrappers unwrapped
+    assert _norm(net.backbone) == pytest.approx(3.0, rel=1e-4) and _norm(net.head) == pytest.approx(5.0, rel=1e-4)
+    # the base convention: one norm over all parameters
+    ce = METHODS["ce"]
+    ce.clip_grad_norm = 5.0
+    try:
+        _grads(net, backbone_norm=30.0, head_norm=40.0)
+        ce.clip_gradients(net)
+    finally:
+        ce.clip_grad_norm = None
+    assert _norm(net.backbone) == pytest.approx(3.0, rel=1e-4) and _norm(net.head) == pytest.approx(4.0, rel=1e-4)

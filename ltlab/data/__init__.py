@@ -44,9 +44,11 @@ class DataBundle:
     origin: str = ""
     extra: dict = field(default_factory=dict)
 
-    def train_loader(self, batch_size: int, seed: int, sampler=None, drop_last: bool = False) -> GpuLoader:
+    def train_loader(self, batch_size: int, seed: int, sampler=None, drop_last: bool = False,
+                     rotate: float = 0.0) -> GpuLoader:
         return GpuLoader(self.train_x, self.train_y, batch_size, train=True, mean=self.mean, std=self.std,
-                         seed=seed, sampler=sampler, drop_last=drop_last, channels_last=self.channels_last)
+                         seed=seed, sampler=sampler, drop_last=drop_last, channels_last=self.channels_last,
+                         rotate=rotate)
 
     def eval_loader(self, split: str, batch_size: int | None = None) -> GpuLoader:
         """Fixed-order, unaugmented batches of 'train', 'val' or 'test'."""

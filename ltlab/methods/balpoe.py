@@ -1,6 +1,6 @@
 """BalPoE: a balanced product of logit-adjusted experts, calibrated by mixup.
 
-Sarkar, Karlinsky, Feris & Schiele, "Balanced Product of Calibrated Experts for Long-Tailed
+Sanchez Aimar, Jonnarth, Felsberg & Kuhlmann, "Balanced Product of Calibrated Experts for Long-Tailed
 Recognition", CVPR 2023 (emasa/BalPoE-CalibratedLT, ``configs/mixup/*/config_cifar*_bs-experts.json``).
 
 Model: ResNet-32 with shared conv1 + BN + layer1 and, per expert, its own layer2, layer3 and a
@@ -16,8 +16,11 @@ Known test prior (BalPoE's --posthoc_bias_correction), at analysis time from the
 removes the prior the ensemble targets (with mean tau = 1 the counts become uniform, so only
 log q is added, exactly as BalPoE does). ``balpoe_taus`` is exported into predictions/*.npz.
 
-Not reproduced: BalPoE's extra RandomRotation(15) augmentation (the ltlab loader does crop +
-flip only). Models: the CIFAR ResNet-32 (shared stem + layer1, per-expert layer2-3) and the
+Augmentation on small images: BalPoE's CIFAR pipeline (``data_loader/cifar_data_loaders.py``)
+is RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15) (PIL: nearest, zero
+fill), in that order: the rotation comes after crop and flip. The GpuLoader does the same on the
+device (``balpoe_rotation`` degrees, 15 by default; 0 turns it off); the large-image list loader
+has no rotation, so a nonzero value there is refused. Models: the CIFAR ResNet-32 (shared stem + layer1, per-expert layer2-3) and the
 torchvision ResNets (shared stem + layer1-2, per-expert layer3-4; ltlab.models.experts_resnet).
 """
 from __future__ import annotations
@@ -25,16 +28,18 @@ from __future__ import annotations
 import numpy as np
 
 from ltlab.config import ConfigError
+from ltlab.data import SMALL_DATASETS
 from ltlab.losses_multi import BalPoELoss, expert_taus
 from ltlab.methods.base import Recipe, register
 from ltlab.models.experts_resnet import EXPERT_MODELS, build_expert_model
 
 BALPOE_MIXUP = {"demo": 0.8, "cifar10_lt": 0.8, "cifar100_lt": 0.4}
+BALPOE_ROTATION = 15.0   # RandomRotation(15) of BalPoE's CIFAR transforms
 
 
 class BalPoE(Recipe):
     name = "balpoe"
-    paper = "Sarkar et al., Balanced Product of Calibrated Experts for Long-Tailed Recognition, CVPR 2023"
+    paper = "Sanchez Aimar et al., Balanced Product of Calibrated Experts for Long-Tailed Recognition, CVPR 2023"
     changes = ("model: multi-expert ResNet-32 (cosine s=30); loss: mean_k CE(z_k + tau_k log pi); mixup; "
                "predict mean z_k")
     extra_keys = {
@@ -42,6 +47,7 @@ class BalPoE(Recipe):
         "balpoe_tau_min": (float, 0.0, "smallest tau of the evenly spaced list"),
         "balpoe_tau_max": (float, 2.0, "largest tau of the evenly spaced list"),
         "balpoe_taus": (list, None, "explicit tau per expert (overrides min/max; sets M if balpoe_experts is absent)"),
+        "balpoe_rotation": (float, None, "RandomRotation degrees after crop and flip (small images: 15, else 0)"),
     }
 
     def defaults(self, user: dict) -> dict:
@@ -56,8 +62,20 @@ class BalPoE(Recipe):
         return expert_taus(self.opt(cfg, "balpoe_experts"), self.opt(cfg, "balpoe_tau_min"),
                            self.opt(cfg, "balpoe_tau_max"))
 
+    def rotation_degrees(self, cfg) -> float:
+        given = cfg.extra.get("balpoe_rotation")
+        if given is not None:
+            return float(given)
+        return BALPOE_ROTATION if cfg.dataset in SMALL_DATASETS else 0.0
+
     def check(self, cfg) -> None:
         super().check(cfg)
+        rot = cfg.extra.get("balpoe_rotation")
+        if rot is not None and not 0 <= rot <= 180:
+            raise ConfigError(f"extra key 'balpoe_rotation' = {rot!r}: expected degrees in [0, 180]")
+        if rot and cfg.dataset not in SMALL_DATASETS:
+            raise ConfigError(f"extra key 'balpoe_rotation' = {rot!r}: the rotation is done by the small-image "
+                              f"loader ({', '.join(SMALL_DATASETS)}); dataset {cfg.dataset!r} allows 0 only")
         if cfg.model not in EXPERT_MODELS:
             raise ConfigError(f"config key 'model' = {cfg.model!r}: method 'balpoe' has multi-expert versions of "
                               f"{', '.join(EXPERT_MODELS)} only")

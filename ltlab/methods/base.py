@@ -1,6 +1,7 @@
 """The Recipe base class and the method registry."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from ltlab.config import ConfigError
@@ -93,6 +94,16 @@ class Recipe:
 
     def setup(self, model, cfg, data) -> None:
         """Before training: e.g. load and freeze a stage-one model."""
+
+    def rotation_degrees(self, cfg) -> float:
+        """Range of the random rotation the training loader adds after crop and flip (0: none)."""
+        return 0.0
+
+    def clip_gradients(self, model) -> None:
+        """Clip before each optimizer step: one max norm over all parameters (the
+        LDAM-DRW-lineage convention); a recipe whose original clips per network overrides."""
+        if self.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
 
     def parameters(self, model, cfg):
         return [p for p in model.parameters() if p.requires_grad]

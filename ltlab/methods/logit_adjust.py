@@ -17,7 +17,7 @@ class BalancedSoftmax(LogitAdjust):
     """The logit-adjusted loss with tau fixed to 1 (Ren et al., NeurIPS 2020)."""
 
     name = "balanced_softmax"
-    paper = "Ren et al., Balanced Meta-Softmax, NeurIPS 2020"
+    paper = "Ren et al., Balanced Meta-Softmax for Long-Tailed Visual Recognition, NeurIPS 2020"
     changes = "loss: CE(z + log pi) (logit adjustment with tau = 1)"
     extra_keys = {}
 

@@ -1,6 +1,6 @@
 """Multi-expert ResNet-32 of BalPoE.
 
-Sarkar et al., "Balanced Product of Calibrated Experts for Long-Tailed Recognition", CVPR
+Sanchez Aimar et al., "Balanced Product of Calibrated Experts for Long-Tailed Recognition", CVPR
 2023 (emasa/BalPoE-CalibratedLT, ``model/ldam_drw_resnets/expert_resnet_cifar.py``).
 
 Shared: conv1 + BN + layer1 (16 channels). Per expert: its own layer2 (32), layer3 (64),

@@ -1,6 +1,6 @@
 """Multi-expert torchvision ResNets of BalPoE (ResNet-50, ResNeXt-50 32x4d, ResNet-152).
 
-Sarkar et al., CVPR 2023 (emasa/BalPoE-CalibratedLT, ``model/fb_resnets/Expert_ResNet.py``,
+Sanchez Aimar et al., CVPR 2023 (emasa/BalPoE-CalibratedLT, ``model/fb_resnets/Expert_ResNet.py``,
 ``share_layer3`` off): shared stem (conv1, BN, max-pool) + layer1 + layer2; per expert its
 own full-width layer3 + layer4, global average pooling and a cosine classifier scaled by
 s = 30. The output dict is that of ltlab.models.experts.ExpertResNetCifar, so BalPoE's loss

@@ -1,0 +1,134 @@
+"""Label-shift EM on calibrated posteriors (ltlab.calibrated_em): BCTS, weighted TS, the status flags."""
+import numpy as np
+import pytest
+
+from ltlab import calibrated_em as CE
+from ltlab import metrics as M
+from ltlab.shift import em_tv_table, parse_shift, shift_subset, shift_table
+
+C = 10
+COUNTS = np.array([int(5000 * 0.01 ** (i / (C - 1))) for i in range(C)])
+LOG_PI = np.log(COUNTS / COUNTS.sum())
+
+
+def _gauss(n_per, seed, d=8):
+    """log p(x|y) of unit Gaussians around fixed class means (the Bayes-exact likelihood)."""
+    mu = np.random.default_rng(0).normal(size=(C, d))
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(C), n_per)
+    x = mu[y] + rng.normal(size=(len(y), d))
+    return -0.5 * ((x[:, None, :] - mu[None]) ** 2).sum(-1), y
+
+
+def _model(scale, head_boost=0.0):
+    """Logits of a miscalibrated model: scale * (log p(x|y) + log pi) plus a head-favouring bias.
+    scale 1 and no boost is the exact training-prior posterior."""
+    boost = head_boost * np.linspace(1.0, 0.0, C)
+    return lambda ll: scale * (ll + LOG_PI) + boost
+
+
+def _case(scale, head_boost=0.0, val_per_class=100):
+    f = _model(scale, head_boost)
+    ll_v, y_v = _gauss(val_per_class, seed=1)
+    ll_t, y_t = _gauss(200, seed=2)
+    return f(ll_v), y_v, f(ll_t), y_t
+
+
+def _tv_and_status(method, zv, yv, zt, yt, shift):
+    idx = shift_subset(yt, *parse_shift(shift))
+    res = CE.estimate_prior(zt[idx], CE.fit_calibration(method, zv, yv, COUNTS))
+    return CE.total_variation(res.prior, np.bincount(yt[idx], minlength=C) / len(idx)), res.status
+
+
+@pytest.mark.parametrize("shift", ["forward50", "uniform", "backward50"])
+def test_em_collapses_on_miscalibrated_logits_and_bcts_recovers_the_prior(shift):
+    """Under-confident logits with a head-favouring bias (an early, mixup-trained model): EM on them
+    puts most of the mass on a few classes; TS cannot remove a class bias; BCTS can."""
+    zv, yv, zt, yt = _case(scale=0.2, head_boost=2.0)
+    tv_none, st_none = _tv_and_status("none", zv, yv, zt, yt, shift)
+    tv_bcts, st_bcts = _tv_and_status("bcts", zv, yv, zt, yt, shift)
+    assert st_none == CE.STATUS_COLLAPSED and tv_none > 0.25
+    assert st_bcts == CE.STATUS_OK and tv_bcts < 0.1
+    assert _tv_and_status("ts", zv, yv, zt, yt, shift)[0] > 0.3
+
+
+def test_weighted_temperature_scaling_fixes_a_pure_scale_error():
+    zv, yv, zt, yt = _case(scale=0.3)
+    cal = CE.fit_calibration("ts", zv, yv, COUNTS)
+    assert cal.temperature == pytest.approx(0.3, rel=0.1)
+    np.testing.assert_allclose(cal.source_prior, COUNTS / COUNTS.sum())
+    assert _tv_and_status("none", zv, yv, zt, yt, "backward50")[1] == CE.STATUS_COLLAPSED
+    tv, status = _tv_and_status("ts", zv, yv, zt, yt, "backward50")
+    assert status == CE.STATUS_OK and tv < 0.1
+    # fitted on the balanced val without the pi / q_val weights, T absorbs the prior mismatch
+    assert abs(CE.fit_weighted_temperature(zv, yv, np.ones(len(yv))) - 0.3) > 0.05
+
+
+def test_bcts_recovers_planted_temperature_and_biases():
+    rng = np.random.default_rng(3)
+    z = rng.normal(scale=3.0, size=(6000, 5))
+    t0, b0 = 2.5, np.array([0.8, -0.4, 0.1, 0.0, -0.5])
+    p = M.softmax(z / t0 + b0)
+    y = (p.cumsum(1) > rng.random((len(z), 1))).argmax(1)      # labels drawn from the planted posterior
+    t, b, _ = CE.fit_bcts(z, y)
+    assert t == pytest.approx(t0, rel=0.08)
+    np.testing.assert_allclose(b, b0 - b0.mean(), atol=0.1)
+    assert b.mean() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bcts_and_em_match_the_abstention_package():
+    """Alexandari et al.'s own implementation (abstention 0.1.3.1): TempScaling(bias_positions='all')
+    is BCTS; EMImbalanceAdapter runs EM on the posteriors we give it (its calibrator_factory path
+    iterates on the uncalibrated posteriors, so calibrated ones are passed in), the source prior
+    from the validation labels."""
+    cal_mod = pytest.importorskip("abstention.calibration")
+    ls_mod = pytest.importorskip("abstention.label_shift")
+    zv, yv, zt, yt = _case(scale=1.0, val_per_class=50)
+    onehot = np.eye(C)[yv]
+    ours = CE.fit_calibration("bcts", zv, yv, COUNTS)
+    ref = cal_mod.TempScaling(bias_positions="all")(zv, onehot)
+    np.testing.assert_allclose(ours.probs(zt), ref(zt), atol=2e-3)
+    assert ours.val_nll <= M.nll(np.log(ref(zv)), yv) + 1e-9          # ours is at least as good a fit
+    idx = shift_subset(yt, "backward", 50)
+    probs = ours.probs(zt[idx])
+    fn = ls_mod.EMImbalanceAdapter(estimate_priors_from_valid_labels=True, max_iterations=1000)(
+        tofit_initial_posterior_probs=probs, valid_posterior_probs=ours.probs(zv), valid_labels=onehot)
+    np.testing.assert_allclose(CE.estimate_prior(zt[idx], ours).prior, fn.multipliers * onehot.mean(0), atol=1e-4)
+
+
+def test_status_flags():
+    zv, yv, zt, _ = _case(scale=1.0)
+    cal = CE.fit_calibration("bcts", zv, yv, COUNTS)
+    assert CE.estimate_prior(zt, cal).status == CE.STATUS_OK
+    capped = CE.estimate_prior(zt, cal, max_iter=2)
+    assert capped.status == CE.STATUS_CAP and capped.n_iter == 2
+    q1 = np.full(4, 0.25)
+    assert CE.em_status(np.array([0.97, 0.01, 0.01, 0.01]), q1, capped=False) == CE.STATUS_COLLAPSED
+    assert CE.em_status(np.array([0.4, 0.3, 0.2, 0.1]), q1, capped=False) == CE.STATUS_OK
+    assert CE.perplexity(q1) == pytest.approx(4.0)
+
+
+def test_calibration_inputs_are_checked():
+    zv, yv, _, _ = _case(scale=1.0, val_per_class=5)
+    with pytest.raises(ValueError, match="expected one of bcts, ts, none"):
+        CE.fit_calibration("platt", zv, yv, COUNTS)
+    with pytest.raises(ValueError, match="needs a validation split"):
+        CE.fit_calibration("bcts", model_prior=COUNTS)
+    with pytest.raises(ValueError, match=r"classes \[9\] have none"):
+        CE.fit_calibration("bcts", zv[yv < 9], yv[yv < 9], COUNTS)
+
+
+def test_shift_table_leaves_a_flagged_estimate_out_of_the_results():
+    zv, yv, zt, yt = _case(scale=0.2, head_boost=2.0)
+    raw = shift_table(zt, yt, COUNTS, shifts=["forward50", "backward50"])
+    assert (raw["em_status"] == CE.STATUS_COLLAPSED).all() and (raw["em_calibration"] == "none").all()
+    assert raw["em"].isna().all() and raw["em_few"].isna().all() and (raw["em_tv"] > 0.25).all()
+    cal = CE.fit_calibration("bcts", zv, yv, COUNTS)
+    t = shift_table(zt, yt, COUNTS, shifts=["forward50", "backward50"], calibration=cal)
+    assert (t["em_status"] == CE.STATUS_OK).all() and (t["em_calibration"] == "bcts").all()
+    assert t["em"].notna().all() and (t["em_tv"] < 0.1).all()
+    assert t.loc["backward50", "em"] > t.loc["backward50", "none"] + 0.1
+    tv = em_tv_table(zt, yt, {"bcts": cal, "none": CE.fit_calibration("none", model_prior=COUNTS)},
+                     shifts=["backward50"])
+    assert tv.loc["backward50", "tv bcts"] == pytest.approx(t.loc["backward50", "em_tv"])
+    assert tv.loc["backward50", "status none"] == CE.STATUS_COLLAPSED
