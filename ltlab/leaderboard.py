@@ -28,7 +28,7 @@ import yaml
 from ltlab.config import ConfigError
 from ltlab.published import PUBLISHED, published
 
-ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "lws", "tau_norm", "ncm",
+ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "lws", "tau_norm", "ncm", "la_posthoc",
          "tde", "mislas_stage1", "mislas", "balpoe", "enmos")
 PERCENT = ("top1", "many", "medium", "few", "ece", "ece_ts")
 COLUMNS = {"top1": "top-1", "many": "many", "medium": "medium", "few": "few", "ece": "ECE",
