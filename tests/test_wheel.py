@@ -2,6 +2,7 @@
 venv, trains on the shipped demo set and runs a notebook that `ltlab notebooks` copied out."""
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,10 @@ def test_wheel_from_clean_checkout_trains_and_runs_a_notebook(tmp_path):
     venv = tmp_path / "venv"             # reuses torch & co. from this interpreter: no network
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], env=env)
     py, bin_ = venv / "bin" / "python", venv / "bin"
+    # when this interpreter is itself a venv, --system-site-packages reaches only the base
+    # interpreter's packages: a .pth adds this one's, after the new venv's own (the wheel wins)
+    own = Path(_run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], env=env).strip())
+    (own / "_ltlab_test_parent_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(wheel)], env=env)
     work = tmp_path / "work"             # neither the repository nor its data/ in sight
     work.mkdir()
