@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ltlab-installed
 
-.PHONY: venv demo test lab kernel clean-reports
+.PHONY: venv demo test lab kernel notebooks clean-reports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# notebooks/X.ipynb <-> notebooks/src/X.py (notebooks/jupytext.toml): the newer of each pair wins
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/src/*.py
 
 clean-reports:
 	rm -rf reports/*/

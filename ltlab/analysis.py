@@ -178,7 +178,8 @@ def leaderboard(run_dirs, metrics=LEADERBOARD_METRICS, skip_unfinished: bool = T
 
 def format_leaderboard(board: pd.DataFrame, percent=("top1", "balanced_acc", "many", "medium", "few", "ece",
                                                      "ece_ts")) -> pd.DataFrame:
-    """'mean ± std' strings (accuracies and ECE in %, the rest as is) for display."""
+    """'mean ± std' strings (accuracies and ECE in % with one decimal, the rest to 4 significant
+    digits) for display."""
     out = board[["runs", "seeds"]].copy()
     for col in board.columns:
         if not col.endswith(" mean"):
@@ -186,7 +187,8 @@ def format_leaderboard(board: pd.DataFrame, percent=("top1", "balanced_acc", "ma
         m = col[:-5]
         scale = 100.0 if m in percent else 1.0
         mean, std = board[col] * scale, board[f"{m} std"] * scale
-        out[m] = [("n/a" if pd.isna(a) else f"{a:.2f}" + ("" if pd.isna(s) else f" ± {s:.2f}"))
+        fmt = ".1f" if m in percent else ".4g"
+        out[m] = [("n/a" if pd.isna(a) else f"{a:{fmt}}" + ("" if pd.isna(s) else f" ± {s:{fmt}}"))
                   for a, s in zip(mean, std)]
     return out
 

@@ -1,4 +1,4 @@
-"""Command line: ltlab train | eval | batch | archive | table | bench.
+"""Command line: ltlab train | eval | batch | archive | table | bench | notebooks.
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint, unfinished run), 1 the run
 itself failed. Errors print one line: 'ltlab: error: <what is wrong and what is allowed>'.
@@ -113,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-batch", type=_count(0), default=0,
                    help="images per evaluation batch (default: what runs use, 1,024 on cuda, 128 on a CPU)")
     s.add_argument("--profile", action="store_true", help="also print a torch.profiler table of ltlab steps")
+    s.add_argument("--widgets", action="store_true",
+                   help="instead: time every notebook widget's redraw (ltlab.widget_bench) on RUN_DIRs and a synthetic run")
+    s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="--widgets: finished runs to time the views on")
+    s.add_argument("--synthetic", default="10000,100", help="--widgets: N,C of the synthetic run ('' for none)")
+
+    n = sub.add_parser("notebooks", help="copy the notebooks (01_train ... 05_compare) into a folder")
+    n.add_argument("dest", metavar="DIR")
+    n.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
     return p
 
 
@@ -199,9 +207,16 @@ def main(argv=None) -> int:
                 bench = ["--benchmark", args.benchmark] if args.benchmark else []
                 print(leaderboard.render([args.benchmark_dir, *flags, *bench]), end="")
         elif args.command == "bench":
-            from ltlab.bench import main as bench_main
-
+            if args.widgets:
+                from ltlab.widget_bench import main as bench_main
+            else:
+                from ltlab.bench import main as bench_main
             bench_main(args)
+        elif args.command == "notebooks":
+            from ltlab.resources import copy_notebooks
+
+            for f in copy_notebooks(args.dest, force=args.force):
+                print(f)
     except bad_input as e:
         print(f"ltlab: error: {e}", file=sys.stderr)
         return 2

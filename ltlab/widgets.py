@@ -228,29 +228,62 @@ def leaderboard_view(board, metric: str = "balanced_acc"):
     """Bars of one leaderboard metric (mean over seeds, std as error bars) per group."""
     if f"{metric} mean" not in board:
         raise ValueError(f"metric {metric!r} is not in the leaderboard")
-    mean, std = board[f"{metric} mean"].astype(float), board[f"{metric} std"].astype(float)
+    scale = 100.0 if metric in PERCENT else 1.0    # the leaderboard table's units
+    mean, std = scale * board[f"{metric} mean"].astype(float), scale * board[f"{metric} std"].astype(float)
     fig = Figure(figsize=(max(5.0, 0.9 * len(board) + 2.5), 4.0), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(board))
     bars = ax.bar(x, mean.to_numpy(), yerr=np.nan_to_num(std.to_numpy()), capsize=4, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{v:.3g}" for v in mean], padding=3, fontsize=8)
+    ax.bar_label(bars, labels=[f"{v:.1f}" if scale == 100 else f"{v:.3g}" for v in mean], padding=3, fontsize=8)
     ax.set_xticks(x, [str(i) for i in board.index], rotation=20 if len(board) > 3 else 0,
                   ha="right" if len(board) > 3 else "center")
-    ax.set(ylabel=metric, title=f"{metric}: mean ± std over seeds")
+    unit = f"{metric} (%)" if scale == 100 else metric
+    ax.set(ylabel=unit, title=f"{unit}: mean ± std over seeds")
     ax.grid(axis="y", alpha=0.3)
-    return fig, {"metric": metric, **{str(k): float(v) for k, v in mean.items()}}
+    return fig, {"metric": unit, **{str(k): round(float(v), 1) if scale == 100 else float(v) for k, v in mean.items()}}
 
 
 # ----------------------------------------------------------------------- widgets
 
-def show_view(result) -> None:
-    """Display a view's figure and its numbers (one-row table)."""
+# accuracy and calibration numbers are shown in percent with one decimal, as in the tables
+PERCENT = {"top1", "balanced_acc", "many", "medium", "few", "accuracy", "ece", "ece_ts", "ECE", "MCE", "RMSCE",
+           "classwise ECE", "adaptive ECE", "none", "known", "em", "auroc_msp", "auroc_energy",
+           "auroc_residual_energy"}
+
+
+def _is_percent(key: str) -> bool:
+    return key in PERCENT or key.rsplit("_", 1)[0] in {"none", "known", "em"} and key.rsplit("_", 1)[-1] in M.GROUPS
+
+
+def numbers_table(nums: dict):
+    """One-row table of a view's numbers: accuracies, calibration errors and AUROCs in %
+    (one decimal, column named '... (%)'), the rest as they are."""
     import pandas as pd
+
+    row = {}
+    for k, v in nums.items():
+        if _is_percent(k) and isinstance(v, (int, float, np.floating)):
+            row[f"{k} (%)"] = f"{100 * float(v):.1f}" if np.isfinite(v) else "n/a"
+        else:
+            row[k] = v
+    return pd.DataFrame([row])
+
+
+def render_outputs(result) -> tuple[bytes, str]:
+    """What displaying a view sends to the browser: the figure as PNG, the numbers as HTML."""
+    from IPython.core.pylabtools import print_figure
+
+    fig, nums = result
+    return print_figure(fig, "png", bbox_inches="tight"), numbers_table(nums)._repr_html_()
+
+
+def show_view(result) -> None:
+    """Display a view's figure and its numbers (one-row table, see numbers_table)."""
     from IPython.display import display
 
     fig, nums = result
     display(fig)
-    display(pd.DataFrame([nums]))
+    display(numbers_table(nums))
 
 
 def _panel(view, run, controls: dict, **fixed):

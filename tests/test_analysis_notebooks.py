@@ -1,13 +1,7 @@
 """Analysis notebooks under papermill on the shared demo run, and the ltlab.analysis tables."""
-import ast
-import io
 import json
-import runpy
 import shutil
-import sys
-import tokenize
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,35 +63,6 @@ def _outputs(nb):
             images += "image/png" in o.get("data", {})
             texts.append(o.get("text", "") + o.get("data", {}).get("text/plain", ""))
     return "\n".join(texts), images
-
-
-# --------------------------------------------------------------------- notebook files
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebooks_built_from_source_without_outputs(name, tmp_path):
-    built = tmp_path / f"{name}.ipynb"
-    argv = sys.argv
-    try:      # the build script reads sys.argv; in-process saves an interpreter start per notebook
-        sys.argv = ["build_notebook.py", str(REPO / "notebooks" / "src" / f"{name}.py"), str(built)]
-        runpy.run_path(str(REPO / "scripts" / "build_notebook.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-    assert [c.source for c in nb.cells] == [c.source for c in nbformat.read(built, as_version=4).cells]
-    assert nb.metadata["kernelspec"]["name"] == "ltlab"
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    src = params[0].source
-    names = set()
-    for stmt in ast.parse(src).body:        # literals only: papermill overrides them one by one
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-        ast.literal_eval(stmt.value)
-        names.add(stmt.targets[0].id)
-    assert "interactive" in names and ({"run_dir", "run_dirs"} & names)
-    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-        if tok.type == tokenize.COMMENT:      # papermill's parameter parser trips on these
-            assert not any(ch in tok.string for ch in "='\""), tok.string
 
 
 # --------------------------------------------------------------------- execution

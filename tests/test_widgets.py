@@ -130,7 +130,8 @@ def test_widget_builders_wrap_the_views(run, tde_run, capsys):
     capsys.readouterr()
     slider.value = 1.0                           # the callback runs the view again
     shown = capsys.readouterr().out              # outside a kernel, display() prints
-    assert "Figure(" in shown and f"{run.summary['auroc_msp']:.6f}" in shown   # the T = 1 numbers
+    assert "Figure(" in shown and "auroc_msp (%)" in shown                  # the T = 1 numbers, in %
+    assert f"{100 * run.summary['auroc_msp']:.1f}" in shown
     box = widgets.prior_widget(run, shift_name="backward10")
     shift_dd, source_dd, _ = box.children[0].children
     assert shift_dd.value == "backward10" and "uniform" in shift_dd.options

@@ -19,9 +19,9 @@ import torch
 
 from ltlab.data.errors import DataError
 from ltlab.data.list_loader import ListDataset, ListLoader, eval_transform, train_transform
-from ltlab.data.sources import project_root
+from ltlab.resources import data_dir
 
-SPLITS_DIR = project_root() / "data" / "splits"
+SPLITS_DIR = data_dir() / "splits"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -87,7 +87,9 @@ def load_image_folder(root, class_order=None) -> Source:
 
 def load_demo() -> Source:
     """The embedded CIFAR-10-LT demo set (``data/demo``: train 1,236 at IF 100, val 200, test 1,000)."""
-    root = project_root() / "data" / "demo"
+    from ltlab.resources import data_dir
+
+    root = data_dir() / "demo"
     if not (root / "train").is_dir():
         raise DataError(f"demo set not found at '{root}': it ships with the repository "
                         f"(git checkout -- data/demo) or is rebuilt with python scripts/make_demo.py")

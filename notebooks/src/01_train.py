@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: ltlab
+#     language: python
+#     name: ltlab
+# ---
+
 # %% [markdown]
 # # Train one long-tailed run
 #
@@ -25,7 +33,7 @@ resume = True           # continue an interrupted run found in run_dir
 restart = False         # discard what run_dir holds and start over
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 from IPython.display import display
 
 import ltlab

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: ltlab
+#     language: python
+#     name: ltlab
+# ---
+
 # %% [markdown]
 # # Energy scores and failure prediction
 #
@@ -16,7 +24,7 @@ energy_T = 1.0          # temperature of the scores
 interactive = False     # True in live JupyterLab: sliders redraw from the cached logits
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 from IPython.display import display
 
 from ltlab import analysis, viz, widgets

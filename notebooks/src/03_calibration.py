@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: ltlab
+#     language: python
+#     name: ltlab
+# ---
+
 # %% [markdown]
 # # Calibration
 #
@@ -14,7 +22,7 @@ tau = 1.0               # tau-norm exponent shown when the val split cannot choo
 interactive = False     # True in live JupyterLab: sliders redraw from the cached logits
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 from IPython.display import display
 
 from ltlab import analysis, posthoc, posthoc_classifier, viz, widgets
@@ -91,3 +99,29 @@ if widgets.has_classifier(run):
 else:
     print("This run has no linear classifier weights with features (classifier_weight, features; an archived "
           "run keeps features only when they are small): no weight-norm / τ-norm view.")
+
+# %% [markdown]
+# ## Post-hoc logit adjustment
+# f(x) − τ·log π (Menon et al. 2021), π the prior the logits encode (`ltlab.shift.model_prior_counts`):
+# τ = 0 is the run's own prediction, τ = 1 removes a training prior the logits carry in full.
+# Accuracy by class frequency and ECE at this τ (batch: τ = 1).
+
+# %%
+if interactive:
+    display(widgets.logit_adjust_widget(run, tau=1.0))
+else:
+    widgets.show_view(widgets.logit_adjust_view(run, tau=1.0))
+
+# %% [markdown]
+# ## TDE counterfactual strength α (TDE runs)
+# Causal-TDE (Tang et al. 2020) subtracts α times the effect of the moving feature direction from
+# the logits; the view recomputes them from the saved features for any α (batch: the run's own α).
+
+# %%
+if widgets.is_tde(run):
+    if interactive:
+        display(widgets.tde_widget(run))
+    else:
+        widgets.show_view(widgets.tde_view(run))
+else:
+    print(f"{run.config['method']} is not a TDE run: no α to vary (method=tde saves the TDE head).")

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: ltlab
+#     language: python
+#     name: ltlab
+# ---
+
 # %% [markdown]
 # # Test-time label shift
 #
@@ -30,7 +38,7 @@ shift_name = "forward50"  # distribution shown in the prior view
 interactive = False     # True in live JupyterLab: dropdowns redraw from the cached logits
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 from IPython.display import display
 
 from ltlab import analysis, shift, viz, widgets

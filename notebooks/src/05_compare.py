@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: ltlab
+#     language: python
+#     name: ltlab
+# ---
+
 # %% [markdown]
 # # Compare runs
 #
@@ -12,7 +20,7 @@ n_bins = 15             # confidence bins of the reliability diagrams
 interactive = False     # True in live JupyterLab: a metric dropdown
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 from IPython.display import display
 
 from ltlab import analysis, viz, widgets
