@@ -12,7 +12,7 @@ from ltlab import config as C
 from ltlab.config import ConfigError
 from ltlab.train import lr_at
 
-from conftest import demo_config
+from conftest import demo_config, small_demo
 
 
 def test_run_directory_contract(demo_run):
@@ -79,6 +79,7 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
         return real_epoch(*a, **kw)
 
     monkeypatch.setattr(T, "train_one_epoch", drawing_epoch)
+    small_demo(monkeypatch, train_every=4, test_cap=20)   # three short runs: a quarter of the images
     # the schedule is given: left unset it would follow epochs, and 2 and 3 epochs differ
     sched = {"milestones": [1], "warmup_epochs": 0, "eval_every": 3}
     full = ltlab.fit(demo_config(tmp_path / "full", epochs=3, **sched))
