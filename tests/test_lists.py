@@ -82,7 +82,9 @@ def test_test_shift_subsets_of_the_benchmarks(tmp_path):
     inat = shift_subsets_for_run({"dataset": "inat18"})
     assert list(inat) == ["forward3", "forward2", "uniform", "backward2", "backward3"]
     places = shift_subsets_for_run({"dataset": "places_lt"})   # v1 test list, v2 shift lists: by file name
-    assert len(places["forward50"]) == 8989 and len(places["uniform"]) == 36_500
+    # SADE's forward50 of a 100-per-class test set keeps int(100 * 0.02^(c/364)) of class c
+    assert len(places["forward50"]) == sum(int(100 * (1 / 50) ** (c / 364)) for c in range(365)) == 8989
+    assert len(places["uniform"]) == 36_500
     assert shift_subsets_for_run({"dataset": "cifar10_lt"}) == {}
 
 
