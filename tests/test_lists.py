@@ -290,3 +290,18 @@ def test_missing_image_read_by_workers_is_one_line(tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Caught" not in err and "Traceback" not in err, err
     assert err.startswith("ltlab: error: image '") and "train/c1/2.jpg' unreadable (FileNotFoundError" in err
+
+
+@pytest.mark.parametrize("name, size, classes", [("imagenet_lt", "115,846", 1000), ("inat18", "437,513", 8142)])
+def test_benchmark_train_list_of_the_wrong_size_is_refused(tmp_path, capsys, name, size, classes):
+    (tmp_path / "small.txt").write_text("".join(f"train/{i}.jpg {i % 10}\n" for i in range(20)))
+    with pytest.raises(DataError, match=rf"has 20 images in \d+ classes, expected {size} in {classes}; "
+                                        "for another list use dataset: list"):
+        benchmark_lists(name, tmp_path, train_list="small.txt")
+    from ltlab.cli import main
+
+    assert main(["train", f"dataset={name}", f"data_root={tmp_path}", "train_list=small.txt", "device=cpu",
+                 f"run_dir={tmp_path / 'run'}", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"expected {size} in {classes}" in err and "small.txt" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
