@@ -205,7 +205,8 @@ def test_every_widget_callback_reruns_its_view_with_the_new_knob(run, tde_run, m
     """Moving a control re-renders the view with that value: the numbers shown are the view's at it."""
     shown = []
     monkeypatch.setattr(widgets, "show_view", shown.append)
-    board = pd.DataFrame({"balanced_acc mean": [0.5, 0.4], "top1 mean": [0.6, 0.7]},
+    board = pd.DataFrame({"balanced_acc mean": [0.5, 0.4], "balanced_acc std": [0.01, 0.02],
+                          "top1 mean": [0.6, 0.7], "top1 std": [0.03, 0.04]},
                          index=pd.Index(["ce", "bs"], name="group"))
     cases = [
         (widgets.energy_widget(run), "T", 4.0, lambda v: widgets.energy_view(run, v)),
