@@ -308,8 +308,12 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
             raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit this model ({str(e).splitlines()[0][:160]}); "
                                   "pass --restart to start over") from None
         start_epoch = int(state["epoch"]) + 1
+        if "rng" in state:   # the global torch RNG continues where the checkpointed epoch left it
+            torch.set_rng_state(state["rng"]["torch"].cpu())
         if is_main():
             _truncate_metrics(metrics_path, start_epoch - 1)
+            for f in run_dir.rglob(".*.tmp"):   # a killed process's half-written artifact
+                f.unlink(missing_ok=True)
     elif is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.unlink(missing_ok=True)

@@ -74,13 +74,26 @@ def test_recipe_defaults_and_checks():
 
 
 def test_known_test_prior_correction():
-    # documented rule: prior_correct(logits, counts ** (1 - mean tau), q); with mean tau = 1 it adds log q only
+    """BalPoE's known-prior rule through its own path: a balpoe run's source prior is
+    pi^(1 - mean tau) (from the exported balpoe_taus), and the correction adds log q minus that:
+    z + log q - (1 - mean tau) log pi, up to a per-row constant, derived here by hand."""
+    from ltlab.methods import METHODS
     from ltlab.posthoc import prior_correct
+    from ltlab.shift import model_prior_counts
 
     z = np.random.default_rng(0).normal(size=(5, 4))
     q = np.array([0.1, 0.2, 0.3, 0.4])
-    out = prior_correct(z, COUNTS.astype(float) ** 0.0, q)
-    assert np.allclose(out - (z + np.log(q)), (out - (z + np.log(q)))[0, 0])
+    log_pi = np.log(COUNTS / COUNTS.sum())
+    for taus, mean_tau in (([0.0, 1.0, 2.0], 1.0), ([0.0, 1.0, 3.0], 4 / 3), ([0.5], 0.5)):
+        cfg = from_dict({"method": "balpoe", "extra": {"balpoe_taus": taus}})
+        assert METHODS["balpoe"].taus(cfg) == taus
+        src = model_prior_counts(cfg.to_dict(), COUNTS, {"balpoe_taus": np.array(taus)})
+        out = prior_correct(z, src, q)
+        diff = out - (z + np.log(q) - (1 - mean_tau) * log_pi)
+        assert np.allclose(diff, diff[:, :1]), taus
+        if mean_tau != 1.0:   # the ensemble's prior is not the uniform one: log q alone is wrong
+            plain = out - (z + np.log(q))
+            assert not np.allclose(plain, plain[:, :1])
 
 
 def test_end_to_end_saved_logits_are_the_expert_mean(tmp_path, monkeypatch):

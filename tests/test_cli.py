@@ -39,6 +39,27 @@ def test_eval_recomputes_summary(demo_run, capsys):
         assert s[k] == saved[k]
 
 
+def test_eval_recomputes_corrupted_numbers_and_writes(demo_run, tmp_path, capsys):
+    """A copy whose summary.json carries wrong numbers: eval prints the recomputed ones, and only
+    --write puts them back into summary.json (an eval that echoes the saved file fails here)."""
+    import shutil
+
+    run = shutil.copytree(demo_run, tmp_path / "run")
+    saved = json.loads((run / "summary.json").read_text())
+    bad = {**saved, "top1": 0.123, "ece": 0.987, "nll": 42.0, "auroc_msp": 0.01, "seconds": 7.5}
+    (run / "summary.json").write_text(json.dumps(bad))
+    assert main(["eval", str(run)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    for k in ("top1", "ece", "nll", "auroc_msp"):
+        assert s[k] == pytest.approx(saved[k], abs=1e-12), k
+    assert s["seconds"] == 7.5   # numbers eval cannot recompute come from the saved summary
+    assert json.loads((run / "summary.json").read_text())["top1"] == 0.123   # not written without --write
+    assert main(["eval", str(run), "--write"]) == 0
+    capsys.readouterr()
+    written = json.loads((run / "summary.json").read_text())
+    assert written["top1"] == pytest.approx(saved["top1"], abs=1e-12) and written["seconds"] == 7.5
+
+
 def test_console_script_installed():
     r = subprocess.run([sys.executable, "-m", "ltlab.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout

@@ -70,3 +70,24 @@ def test_shipped_train_config_loads():
 
     cfg = C.load(REPO / "experiments" / "cifar10_lt_ce.yaml", ["seed=1"])
     assert cfg.dataset == "cifar10_lt" and cfg.method == "ce" and cfg.epochs == 200 and cfg.seed == 1
+
+
+def test_precedence_method_defaults_then_yaml_then_key_value(tmp_path):
+    """tde's recipe differs from the global defaults (batch 256, lr 0.2, weight decay 5e-4,
+    lr_gamma 0.01); a YAML file overrides the recipe, key=value overrides the YAML."""
+    from ltlab.config import RunConfig, load
+
+    glob = RunConfig()
+    assert (glob.batch_size, glob.lr, glob.weight_decay, glob.lr_gamma) != (256, 0.2, 5e-4, 0.01)
+    (tmp_path / "c.yaml").write_text("method: tde\nlr: 0.05\nweight_decay: 0.001\n")
+    cfg = load(tmp_path / "c.yaml", ["lr=0.02", "seed=3"])
+    assert cfg.lr == 0.02                                   # key=value beats the YAML
+    assert cfg.weight_decay == 0.001                        # the YAML beats the recipe
+    assert cfg.batch_size == 256 and cfg.lr_gamma == 0.01   # the recipe beats the global defaults
+    assert cfg.seed == 3
+    only_yaml = load(tmp_path / "c.yaml")
+    assert (only_yaml.lr, only_yaml.weight_decay, only_yaml.batch_size) == (0.05, 0.001, 256)
+    # the method given on the command line picks the recipe under a YAML that names another
+    (tmp_path / "d.yaml").write_text("method: ce\nweight_decay: 0.003\n")
+    tde = load(tmp_path / "d.yaml", ["method=tde"])
+    assert tde.method == "tde" and tde.batch_size == 256 and tde.weight_decay == 0.003

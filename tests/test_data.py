@@ -497,3 +497,41 @@ def test_real_cifar10_folder(cifar10_folder):
     bv = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder), val_split="carve",
                               val_per_class=10), "cpu")
     assert bv.train_counts.tolist()[-1] == 40 and bv.val_x.shape[0] == 100
+
+
+def test_pickled_cifar_layout_loads(tmp_path, monkeypatch):
+    """A small cifar-10-batches-py in torchvision's format (pickled dicts of (N, 3072) rows, CHW
+    order, 'labels' lists, batches.meta), with torchvision's md5 table pointed at these files."""
+    import hashlib
+    import pickle
+
+    from torchvision import datasets
+
+    from ltlab.data.sources import load_cifar
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    made = {}
+
+    def dump(fname, obj):
+        (folder / fname).write_bytes(pickle.dumps(obj))
+        return [fname, hashlib.md5((folder / fname).read_bytes()).hexdigest()]
+
+    entries = {}
+    for split, fname, n in (("train", "data_batch_1", 12), ("test", "test_batch", 5)):
+        imgs = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        made[split] = (imgs, labels)
+        entries[split] = dump(fname, {"data": imgs.transpose(0, 3, 1, 2).reshape(n, 3072), "labels": labels})
+    meta = dump("batches.meta", {"label_names": names})
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [entries["train"]])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [entries["test"]])
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": meta[1]})
+    for root in (tmp_path, folder):   # the folder above the pickles, or the pickle folder itself
+        src = load_cifar("cifar10", str(root))
+        assert src.class_names == names and src.origin == str(folder)
+        assert np.array_equal(src.train_x, made["train"][0]) and src.train_y.tolist() == made["train"][1]
+        assert np.array_equal(src.test_x, made["test"][0]) and src.test_y.tolist() == made["test"][1]
+        assert src.train_x.dtype == np.uint8 and src.train_y.dtype == np.int64

@@ -240,9 +240,26 @@ def test_tau_norm_demo_run_chooses_tau_on_val_only(tmp_path, demo_run, monkeypat
                                            abs=1e-3)
 
 
-def test_ncm_demo_run(tmp_path, demo_run):
+def test_ncm_demo_run(tmp_path, demo_run, monkeypatch):
+    import ltlab.methods.decoupling as D
+
+    seen = []
+
+    def spy(features, labels, C, variant):
+        seen.append((np.asarray(features), np.asarray(labels)))
+        return ncm_centroids(features, labels, C, variant)
+
+    monkeypatch.setattr(D, "ncm_centroids", spy)
     run = _stage2(tmp_path, demo_run, "ncm")
     test = run.predictions("test")
+    # the centroids are the means of the 1,236 training images' features, never the test split's
+    (feats, labels), = seen
+    assert np.bincount(labels, minlength=10).tolist() == test["train_counts"].tolist()
+    assert feats.shape == (1236, 64)
+    want, mean = ncm_centroids(feats, labels, 10, "cl2n")
+    assert test["ncm_centroids"] == pytest.approx(want, abs=1e-5)
+    assert test["ncm_mean"] == pytest.approx(feats.mean(0), abs=1e-5)
+    assert not np.allclose(test["ncm_mean"], test["features"].mean(0), atol=1e-3)
     assert test["ncm_centroids"].shape == (10, 64)
     expect = ncm_logits(test["features"], test["ncm_centroids"], test["ncm_mean"], "cl2n")
     assert test["logits"] == pytest.approx(expect, abs=1e-3)

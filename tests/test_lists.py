@@ -82,7 +82,9 @@ def test_test_shift_subsets_of_the_benchmarks(tmp_path):
     inat = shift_subsets_for_run({"dataset": "inat18"})
     assert list(inat) == ["forward3", "forward2", "uniform", "backward2", "backward3"]
     places = shift_subsets_for_run({"dataset": "places_lt"})   # v1 test list, v2 shift lists: by file name
-    assert len(places["forward50"]) == 8989 and len(places["uniform"]) == 36_500
+    # SADE's forward50 of a 100-per-class test set keeps int(100 * 0.02^(c/364)) of class c
+    assert len(places["forward50"]) == sum(int(100 * (1 / 50) ** (c / 364)) for c in range(365)) == 8989
+    assert len(places["uniform"]) == 36_500
     assert shift_subsets_for_run({"dataset": "cifar10_lt"}) == {}
 
 
@@ -255,3 +257,51 @@ def test_expert_resnet_layout_and_local_weights(tmp_path):
         load_weights(m, str(tmp_path / "absent.pth"))
     with pytest.raises(ConfigError, match="does not fit"):
         load_weights(ltlab.models.build_model("resnext50_32x4d", 4), str(tmp_path / "r50.pth"))
+
+
+def test_eval_loader_normalises_with_the_bundle_mean_and_std(tree):
+    """(x/255 - mean)/std of torchvision's Resize + CenterCrop + PILToTensor, image by image."""
+    from PIL import Image
+
+    from ltlab.data.list_loader import eval_transform
+
+    data = build_data(RunConfig(**_list_cfg(tree, channels_last=False)), "cpu")
+    x, _ = next(iter(data.eval_loader("test", batch_size=6)))
+    mean = torch.tensor(data.mean).view(3, 1, 1)
+    std = torch.tensor(data.std).view(3, 1, 1)
+    for i, line in enumerate((tree / "test.txt").read_text().splitlines()):
+        raw = eval_transform(32)(Image.open(tree / line.split()[0]).convert("RGB")).float()
+        assert torch.allclose(x[i], (raw / 255 - mean) / std, atol=1e-5), line
+
+
+def test_missing_image_read_by_workers_is_one_line(tree, tmp_path, capsys):
+    """A list whose middle image is gone, read by 2 DataLoader workers: the catalogue's one line
+    naming the file, exit 2 (not torch's 'Caught DataError in DataLoader worker process' trace)."""
+    import shutil
+
+    from ltlab.cli import main
+
+    root = shutil.copytree(tree, tmp_path / "tree")
+    (root / "train" / "c1" / "2.jpg").unlink()
+    args = ["train", "dataset=list", f"data_root={root}", "train_list=train.txt", "test_list=test.txt",
+            "val_list=val.txt", "img_size=32", "num_workers=2", "device=cpu", "model=resnet32", "epochs=1",
+            "batch_size=4", "progress=false", f"run_dir={tmp_path / 'run'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Caught" not in err and "Traceback" not in err, err
+    assert err.startswith("ltlab: error: image '") and "train/c1/2.jpg' unreadable (FileNotFoundError" in err
+
+
+@pytest.mark.parametrize("name, size, classes", [("imagenet_lt", "115,846", 1000), ("inat18", "437,513", 8142)])
+def test_benchmark_train_list_of_the_wrong_size_is_refused(tmp_path, capsys, name, size, classes):
+    (tmp_path / "small.txt").write_text("".join(f"train/{i}.jpg {i % 10}\n" for i in range(20)))
+    with pytest.raises(DataError, match=rf"has 20 images in \d+ classes, expected {size} in {classes}; "
+                                        "for another list use dataset: list"):
+        benchmark_lists(name, tmp_path, train_list="small.txt")
+    from ltlab.cli import main
+
+    assert main(["train", f"dataset={name}", f"data_root={tmp_path}", "train_list=small.txt", "device=cpu",
+                 f"run_dir={tmp_path / 'run'}", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"expected {size} in {classes}" in err and "small.txt" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -4,8 +4,14 @@ The runs read a small long-tailed image folder cut from the demo set (24 down to
 images a class) through `dataset: folder`, so that the 15 notebook executions cost about as
 much as their kernel start-ups."""
 import json
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 import yaml
+
+from ltlab import posthoc_tde
 
 from ltlab.batch import run_batch
 from ltlab.methods import METHODS
@@ -32,11 +38,33 @@ def test_every_method_through_papermill(tmp_path, monkeypatch):
     p.write_text(yaml.safe_dump(spec))
     index = run_batch(p, reports=str(tmp_path / "reports"))
     out = tmp_path / "reports" / "methods"
+    root = tmp_path / "runs" / "methods"
+    html = index.read_text()
     for m in ONE_STAGE + STAGE_TWO:
         status = json.loads((out / f"{m}.status.json").read_text())
         assert status["status"] == "ok", (m, status.get("error"))
-        s = json.loads((tmp_path / "runs" / "methods" / m / "summary.json").read_text())
-        assert s["method"] == m and 0.0 <= s["top1"] <= 1.0 and s["train_size"] == 84
+        s = json.loads((root / m / "summary.json").read_text())
+        assert s["method"] == m and s["train_size"] == 84
         assert s["epochs"] == (0 if m in ("tau_norm", "ncm") else 2)
-    assert (tmp_path / "runs" / "methods" / "mislas_stage1" / "summary.json").exists()
-    assert index.read_text().count("ok") >= len(METHODS)
+        z = np.load(root / m / "predictions" / "test.npz")
+        # the summary's top-1 is the saved logits' accuracy on the 50 test images
+        assert z["logits"].shape == (50, 10)
+        assert s["top1"] == pytest.approx((z["logits"].argmax(1) == z["labels"]).mean())
+        row = html.split(f"<tr><td>{m}</td>")[1].split("</tr>")[0]
+        assert "<span class='ok'>ok</span>" in row, m
+        cfg = yaml.safe_load((root / m / "config.yaml").read_text())
+        if m in STAGE_TWO:   # the stage two read the ce run of this batch
+            assert Path(cfg["stage1_run"]).resolve() == (root / "ce").resolve(), m
+    # per-method artifacts: what makes each method itself
+    ldam = torch.load(root / "ldam_drw" / "checkpoint.pt", weights_only=True)["model"]
+    assert ldam["head.weight"].shape == (64, 10) and "head.bias" not in ldam          # cosine head, no bias
+    assert np.abs(np.load(root / "ldam_drw" / "predictions" / "test.npz")["logits"]).max() <= 30.0 + 1e-3
+    tde = dict(np.load(root / "tde" / "predictions" / "test.npz"))
+    assert tde["tde_weight"].shape == (10, 64) and np.abs(tde["tde_direction"]).sum() > 0
+    assert np.allclose(posthoc_tde.from_predictions(tde), tde["logits"], atol=1e-3)
+    assert np.load(root / "balpoe" / "predictions" / "test.npz")["balpoe_taus"].tolist() == [0.0, 1.0, 2.0]
+    assert np.load(root / "enmos" / "predictions" / "test.npz")["mos_gate"].ndim == 2
+    assert (root / "mislas_stage1" / "summary.json").exists()
+    mislas = yaml.safe_load((root / "mislas" / "config.yaml").read_text())
+    assert Path(mislas["stage1_run"]).resolve() == (root / "mislas_stage1").resolve()
+    assert yaml.safe_load((root / "mislas_stage1" / "config.yaml").read_text())["mixup_alpha"] == 1.0

@@ -60,3 +60,18 @@ def test_linear_classifier_init_follows_the_cifar_originals(model):
     w = METHODS["ce"].build_model(from_dict({"method": "ce", "model": model}), D).head.fc.weight
     assert abs(w.std().item() - (2 / 64) ** 0.5) < 0.01                   # torch's default: std 1/(8 sqrt 3) = 0.072
     assert w.abs().max().item() > 1 / 8                                   # outside torch's uniform(-1/8, 1/8)
+
+
+def test_cosine_head_is_scale_times_cosine():
+    """logits = s cos(f, w_c) exactly: s sets the range (a head that ignores s, or drops the
+    normalisation, fails), and the largest |logit| is reached by a feature along a weight."""
+    import torch.nn.functional as F
+
+    for s in (16.0, 30.0):
+        model = build_model("resnet32", 10, head="cosine", scale=s).eval()
+        with torch.no_grad():
+            out = model(torch.randn(3, 3, 32, 32))
+            cos = F.normalize(out["features"], dim=1) @ F.normalize(model.head.weight, dim=0)
+            assert torch.allclose(out["logits"], s * cos, atol=1e-5)
+            along = model.head(model.head.weight[:, 2:3].T * 7.0)["logits"]   # a feature along class 2's weight
+        assert along[0, 2].item() == pytest.approx(s, rel=1e-5) and along.abs().max().item() <= s + 1e-4

@@ -49,12 +49,17 @@ def _same_run(a, b):
 
 @pytest.mark.parametrize("kill_seed", [0, 1, 2])
 def test_sigkill_at_random_point_then_resume(reference, tmp_path, kill_seed):
+    """SIGKILL at a random point after the first checkpoint; the resumed process starts at the
+    checkpoint's epoch + 1 (rows 1..k of metrics.csv, seconds included, are kept as they were)
+    and ends with the uninterrupted run's weights and no temporary file left."""
     ref_dir, ref_seconds = reference
     run_dir = tmp_path / "run"
-    delay = random.Random(kill_seed).uniform(0.1, 0.95) * ref_seconds
     proc = subprocess.Popen(_cli(run_dir), env={**os.environ, "TQDM_DISABLE": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
+    deadline = time.time() + 600
+    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(kill_seed).uniform(0.0, 0.6) * ref_seconds / EPOCHS)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     # summary.json is written last: if the kill came after it (during interpreter exit), the
@@ -62,13 +67,18 @@ def test_sigkill_at_random_point_then_resume(reference, tmp_path, kill_seed):
     if (run_dir / "summary.json").exists():
         json.loads((run_dir / "summary.json").read_text())
         assert (run_dir / "predictions" / "test.npz").exists()
-    for f in run_dir.rglob("*"):   # no half-written artifact under its final name
-        if f.suffix in (".pt", ".npz"):
-            assert not f.name.startswith(".")
+    k = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]   # atomic: always whole
+    assert 1 <= k <= EPOCHS
+    kept = pd.read_csv(run_dir / "metrics.csv")
+    kept = kept[kept["epoch"] <= k]
+    assert list(kept["epoch"]) == list(range(1, k + 1))
     r = subprocess.run(_cli(run_dir, "--resume"), env={**os.environ, "TQDM_DISABLE": "1"}, timeout=600,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     _same_run(ref_dir, run_dir)
+    after = pd.read_csv(run_dir / "metrics.csv")
+    pd.testing.assert_frame_equal(after.iloc[:k][kept.columns], kept.reset_index(drop=True))
+    assert not list(run_dir.rglob(".*.tmp"))   # mkstemp names: .<name>.<random>.tmp
 
 
 def test_truncated_checkpoint_clear_error_then_restart(tmp_path, capsys):

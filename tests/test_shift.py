@@ -201,4 +201,6 @@ def test_subsets_for_run_with_a_given_test_list():
     test_list = SPLITS / "iNaturalist18" / "iNaturalist18_val.txt.gz"
     _, labels = read_split_list(test_list)
     sub = shift.subsets_for_run({"dataset": "inat18"}, labels, splits_dir=SPLITS, test_list=str(test_list))
-    assert len(sub["forward2"]) == 12906
+    # iNat18 val holds 3 images of each of 8,142 classes; forward2 keeps int(3 * 0.5^(c/8141)) of class c
+    assert np.bincount(labels).tolist() == [3] * 8142
+    assert len(sub["forward2"]) == sum(int(3 * (1 / 2) ** (c / 8141)) for c in range(8142)) == 12906

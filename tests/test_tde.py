@@ -136,3 +136,29 @@ def test_end_to_end_posthoc_reproduces_saved_logits(tmp_path, monkeypatch):
     alpha, scores = choose_alpha(dict(np.load(run / "predictions" / "val.npz")), alphas=[0.0, 1.0, 2.0])
     assert alpha in (0.0, 1.0, 2.0) and set(scores) == {0.0, 1.0, 2.0} and all(0 <= s <= 1 for s in scores.values())
     assert math.isfinite(pred["logits"].sum())
+
+
+def _handmade_val():
+    """Two classes, one head, the direction d along class 0's weight. A class-1 image
+    x = (2, 1, 0, 0) is classified right iff 2 (1 - alpha) < 1 (alpha > 0.5); a class-0 image
+    x = (1, 0, 0.5, 0) iff its class-0 logit cos(x, d) (1 - alpha) > 0 (alpha < 1). So only
+    alphas in (0.5, 1) reach balanced accuracy 1; the others score 0.5."""
+    return {"labels": np.array([0, 0, 1, 1]),
+            "features": np.array([[1, 0, 0.5, 0], [1, 0, 0.5, 0], [2, 1, 0, 0], [2, 1, 0, 0]], dtype=np.float32),
+            "tde_weight": np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float32),
+            "tde_direction": np.array([1, 0, 0, 0], dtype=np.float32),
+            "tde_tau": 16.0, "tde_gamma": 1 / 32, "tde_heads": 1, "tde_alpha": 0.0}
+
+
+def test_choose_alpha_picks_the_alpha_the_data_favour():
+    alpha, scores = choose_alpha(_handmade_val(), alphas=[0.0, 0.25, 0.75, 1.5])
+    assert scores == {0.0: 0.5, 0.25: 0.5, 0.75: 1.0, 1.5: 0.5}
+    assert alpha == 0.75
+
+
+def test_choose_alpha_ties_go_to_the_smallest_alpha():
+    for grid in ([0.6, 0.75, 0.9], [0.9, 0.75, 0.6]):   # all three reach 1.0, in either order
+        alpha, scores = choose_alpha(_handmade_val(), alphas=grid)
+        assert set(scores.values()) == {1.0} and alpha == 0.6
+    alpha, _ = choose_alpha(_handmade_val())             # the default grid 0, 0.1, ..., 3
+    assert alpha == 0.6

@@ -12,7 +12,7 @@ from ltlab import config as C
 from ltlab.config import ConfigError
 from ltlab.train import lr_at
 
-from conftest import demo_config
+from conftest import demo_config, small_demo
 
 
 def test_run_directory_contract(demo_run):
@@ -66,13 +66,34 @@ def test_summary_recomputed_independently(demo_run):
     assert s["ece"] == pytest.approx(ece, abs=1e-9)
 
 
-def test_resume_matches_uninterrupted(tmp_path):
+def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    import ltlab.train as T
+
+    # every epoch draws from the global torch RNG: a resume that does not restore the
+    # checkpoint's RNG state draws something else in epoch 3
+    draws = []
+    real_epoch = T.train_one_epoch
+
+    def drawing_epoch(*a, **kw):
+        draws.append((kw["epoch"], torch.rand(1).item()))
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(T, "train_one_epoch", drawing_epoch)
+    small_demo(monkeypatch, train_every=4, test_cap=20)   # three short runs: a quarter of the images
     # the schedule is given: left unset it would follow epochs, and 2 and 3 epochs differ
     sched = {"milestones": [1], "warmup_epochs": 0, "eval_every": 3}
     full = ltlab.fit(demo_config(tmp_path / "full", epochs=3, **sched))
+    full_draws, draws[:] = list(draws), []
     part = ltlab.fit(demo_config(tmp_path / "part", epochs=2, **sched))
     (part / "summary.json").unlink()  # pretend it stopped after epoch 2
+    before = pd.read_csv(part / "metrics.csv")
+    (part / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"half")   # what a kill mid-write leaves
+    draws[:] = []
     ltlab.fit(demo_config(tmp_path / "part", epochs=3, **sched), resume=True)
+    # the resumed process trained epoch 3 only, and kept rows 1-2 (their seconds too)
+    assert [e for e, _ in draws] == [3] and draws[0] == full_draws[2]
+    pd.testing.assert_frame_equal(pd.read_csv(part / "metrics.csv").iloc[:2][before.columns], before)
+    assert not list(part.rglob(".*.tmp"))
     a = torch.load(full / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(part / "checkpoint.pt", weights_only=True)["model"]
     for k in a:

@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -17,7 +16,6 @@ from ltlab import viz  # noqa: E402
 from ltlab.metrics import calibration_bins, per_class_accuracy, softmax  # noqa: E402
 
 COUNTS = np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])  # 4 many, 3 medium, 3 few
-CHECK_DIR = Path("/tmp/viz_check")
 
 
 def _synthetic(counts=COUNTS, n=1000, seed=0):
@@ -40,8 +38,6 @@ def _save(fig, tmp_path, name):
     assert isinstance(fig, Figure)
     fig.savefig(tmp_path / f"{name}.png", dpi=80)
     assert (tmp_path / f"{name}.png").stat().st_size > 0
-    CHECK_DIR.mkdir(exist_ok=True)
-    fig.savefig(CHECK_DIR / f"{name}.png", dpi=110)
 
 
 def test_learning_curves(tmp_path):

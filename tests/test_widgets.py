@@ -148,3 +148,87 @@ def test_leaderboard_view():
     assert nums["ce"] == 0.5 and isinstance(fig, Figure)
     with pytest.raises(ValueError, match="not in the leaderboard"):
         widgets.leaderboard_view(board, "top5")
+
+
+# ------------------------------------------------------------- views at non-default knob values
+def test_energy_view_at_t5_is_each_score_at_t5(run):
+    from ltlab import scores
+
+    p = run.predictions("test")
+    correct = p["logits"].argmax(1) == p["labels"]
+    at5, at1 = _check(widgets.energy_view(run, 5.0)), _check(widgets.energy_view(run, 1.0))
+    for name in ("msp", "energy", "residual_energy"):
+        s = scores.SCORES[name](p["logits"], T=5.0)
+        assert at5[f"auroc_{name}"] == pytest.approx(M.auroc(s, correct), abs=1e-12), name
+        assert at5[f"aurc_{name}"] == pytest.approx(M.aurc(s, correct), abs=1e-12), name
+    assert at5["auroc_energy"] != at1["auroc_energy"]   # T re-ranks the energy score
+
+
+def test_logit_adjust_view_at_tau_is_f_minus_tau_log_pi(run):
+    p = run.predictions("test")
+    y, counts = p["labels"], p["train_counts"]
+    for tau in (0.7, 1.5):
+        nums = _check(widgets.logit_adjust_view(run, tau))
+        # a CE run's logits encode the training prior: f - tau log(n_c / n)
+        z = p["logits"].astype(np.float64) - tau * np.log(counts / counts.sum())
+        pred = z.argmax(1)
+        assert nums["top1"] == M.top1(pred, y) and nums["balanced_acc"] == M.balanced_accuracy(pred, y, 10)
+        assert nums["few"] == pytest.approx(M.group_accuracy(M.per_class_accuracy(pred, y, 10), counts)["few"])
+    assert _check(widgets.logit_adjust_view(run, 1.5))["balanced_acc"] != run.summary["balanced_acc"]
+
+
+def test_prior_view_source_and_temperature_knobs(run):
+    """'known' is argmax(f + log q - log source prior) on the subset; EM starts from the source
+    prior on softmax(f / T); em_tv = 0.5 |q_hat - q|_1, all recomputed here."""
+    p = run.predictions("test")
+    f, y, counts = p["logits"].astype(np.float64), p["labels"], p["train_counts"]
+    # forward50 of a 100-per-class test set keeps int(100 * 0.02^(c/9)) of class c: 100, 64, 41, ...
+    # 2, summing to 276 (SADE's test-agnostic subsets)
+    kept = [int(100 * (1 / 50) ** (c / 9)) for c in range(10)]
+    assert kept[0] == 100 and kept[-1] == 2 and sum(kept) == 276
+    idx = widgets.shift.shift_subset(y, "forward", 50.0, seed=0, num_classes=10)
+    assert np.bincount(y[idx], minlength=10).tolist() == kept
+    q = np.bincount(y[idx], minlength=10) / len(idx)
+    for source, src in (("train", counts / counts.sum()), ("uniform", np.full(10, 0.1))):
+        for T in (1.0, 3.0):
+            nums = _check(widgets.prior_view(run, "forward50", source=source, temperature=T))
+            assert nums["n"] == 276
+            known = (f[idx] + np.log(q) - np.log(src)).argmax(1)
+            assert nums["known"] == pytest.approx(M.top1(known, y[idx]))
+            q_hat, adj, _ = posthoc.em_prior(M.softmax(f[idx] / T), src)
+            assert nums["em_tv"] == pytest.approx(0.5 * np.abs(q_hat - q).sum(), abs=1e-12)
+            assert nums["em"] == pytest.approx(M.top1(adj.argmax(1), y[idx]))
+    by_source = {s: _check(widgets.prior_view(run, "forward50", source=s)) for s in ("train", "uniform")}
+    assert by_source["train"]["known"] != by_source["uniform"]["known"]
+
+
+def test_every_widget_callback_reruns_its_view_with_the_new_knob(run, tde_run, monkeypatch):
+    """Moving a control re-renders the view with that value: the numbers shown are the view's at it."""
+    shown = []
+    monkeypatch.setattr(widgets, "show_view", shown.append)
+    board = pd.DataFrame({"balanced_acc mean": [0.5, 0.4], "balanced_acc std": [0.01, 0.02],
+                          "top1 mean": [0.6, 0.7], "top1 std": [0.03, 0.04]},
+                         index=pd.Index(["ce", "bs"], name="group"))
+    cases = [
+        (widgets.energy_widget(run), "T", 4.0, lambda v: widgets.energy_view(run, v)),
+        (widgets.calibration_widget(run), "temperature", 2.5, lambda v: widgets.calibration_view(run, v)),
+        (widgets.tau_widget(run), "tau", 0.35, lambda v: widgets.tau_view(run, v)),
+        (widgets.logit_adjust_widget(run), "tau", 1.75, lambda v: widgets.logit_adjust_view(run, v)),
+        (widgets.tde_widget(tde_run), "alpha", 2.5, lambda v: widgets.tde_view(tde_run, v)),
+        (widgets.prior_widget(run), "temperature", 2.0, lambda v: widgets.prior_view(run, temperature=v)),
+        (widgets.leaderboard_widget(board), "metric", "top1", lambda v: widgets.leaderboard_view(board, v)),
+    ]
+    for box, knob, value, view in cases:
+        control = box.children[0].children[0 if knob != "temperature" or len(box.children[0].children) == 1 else 2]
+        shown.clear()
+        control.value = value
+        assert len(shown) == 1, knob
+        got, want = shown[0][1], view(control.value)[1]
+        assert got == pytest.approx(want, nan_ok=True), (knob, value)
+    box = widgets.prior_widget(run)
+    shift_dd, source_dd, _ = box.children[0].children
+    shown.clear()
+    source_dd.value = "uniform"
+    assert shown[-1][1] == pytest.approx(widgets.prior_view(run, "forward50", source="uniform")[1], nan_ok=True)
+    shift_dd.value = "backward10"
+    assert shown[-1][1] == pytest.approx(widgets.prior_view(run, "backward10", source="uniform")[1], nan_ok=True)

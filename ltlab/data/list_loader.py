@@ -130,8 +130,22 @@ class ListLoader:
         return list(zip(idx.tolist(), sample_seeds(self.seed, self.epoch, pos.numpy()).tolist()))
 
     def __iter__(self):
+        try:
+            yield from self._batches()
+        except DataError as e:   # raised in a worker, re-raised here wrapped in its traceback
+            raise DataError(_worker_message(str(e))) from None
+
+    def _batches(self):
         for xb, yb in self.loader:
             xb = xb.to(self.device, non_blocking=True)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb.float().mul_(self._scale).add_(self._shift), yb.to(self.device, non_blocking=True)
+
+
+def _worker_message(msg: str) -> str:
+    """The DataError's own one-line message from torch's "Caught DataError in DataLoader worker
+    process N. Original Traceback ..." text, whose last line is "<module>.DataError: <message>"."""
+    last = msg.rstrip().splitlines()[-1] if msg.strip() else msg
+    head, sep, rest = last.partition("DataError: ")
+    return rest if sep and msg.startswith("Caught ") else msg

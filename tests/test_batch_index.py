@@ -1,0 +1,141 @@
+"""run_batch's bookkeeping with the notebook executor replaced by a fake (no papermill, seconds):
+the index's status cells, error texts and numbers, what a second invocation executes again, and
+the analysis / compare chain of experiments/demo_analysis.yaml."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ltlab.batch as B
+
+from conftest import REPO
+
+
+class FakeExecutor:
+    """Records (notebook stem, output name, params); a training notebook writes a summary.json
+    with numbers derived from its parameters, or fails for method 'boom'."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, notebook, out_ipynb, params, kernel, cwd, timeout=None):
+        self.calls.append((Path(notebook).stem, Path(out_ipynb).name, dict(params)))
+        if Path(notebook).stem != "01_train":
+            return {"status": "ok", "error": None, "seconds": 0.0}
+        if params.get("method") == "boom":
+            return {"status": "failed", "error": "ConfigError: config key 'method' = 'boom'", "seconds": 0.0}
+        run = Path(params["run_dir"])
+        run.mkdir(parents=True, exist_ok=True)
+        top1 = 0.25 + 0.125 * params.get("seed", 0) + 0.0625 * params.get("epochs", 0)
+        (run / "summary.json").write_text(json.dumps({"top1": top1, "balanced_acc": top1 / 2, "ece": 0.0371,
+                                                      "restart": params.get("restart")}))
+        return {"status": "ok", "error": None, "seconds": 0.0}
+
+    def trained(self):
+        return [name for stem, name, _ in self.calls if stem == "01_train"]
+
+
+def _rows(index: Path) -> dict:
+    """{run name: its <tr> text} of the index table."""
+    rows = re.findall(r"<tr>(.*?)</tr>", index.read_text(), flags=re.S)
+    out = {}
+    for r in rows:
+        cells = re.findall(r"<td>(.*?)</td>", r, flags=re.S)
+        if cells:
+            out[re.sub("<.*?>", "", cells[0])] = cells
+    return out
+
+
+def _status(cells) -> str:
+    """The status cell's text (without its error line)."""
+    for c in cells:
+        m = re.match(r"<span class='[^']*'>(.*?)</span>", c)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"no status cell in {cells}")
+
+
+@pytest.fixture
+def batch(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)   # notebooks are named relative to the repository
+    fake = FakeExecutor()
+    monkeypatch.setattr(B, "execute", fake)
+
+    def run(spec, **kw):
+        p = tmp_path / "exp.yaml"
+        p.write_text(yaml.safe_dump({"runs_root": str(tmp_path / "runs"), **spec}))
+        return B.run_batch(p, reports=str(tmp_path / "reports"), **kw)
+    return run, fake, tmp_path
+
+
+def test_index_rows_show_status_error_and_the_summary_numbers(batch):
+    run, fake, tmp = batch
+    spec = {"name": "b", "notebook": "notebooks/01_train.ipynb", "parameters": {"dataset": "demo", "epochs": 1},
+            "grid": {"method": ["ce", "boom"], "seed": [0, 1]}}
+    rows = _rows(run(spec))
+    assert set(rows) == {"method-ce_seed-0", "method-ce_seed-1", "method-boom_seed-0", "method-boom_seed-1"}
+    for seed in (0, 1):
+        ok, bad = rows[f"method-ce_seed-{seed}"], rows[f"method-boom_seed-{seed}"]
+        assert _status(ok) == "ok" and _status(bad) == "failed"
+        assert "ConfigError: config key &#x27;method&#x27; = &#x27;boom&#x27;" in "".join(bad)
+        assert "ConfigError" not in "".join(ok)
+        s = json.loads((tmp / "runs" / "b" / f"method-ce_seed-{seed}" / "summary.json").read_text())
+        assert f"{s['top1']:.4f}" in ok and f"{s['balanced_acc']:.4f}" in ok and "0.0371" in ok
+    # a second invocation executes only the failed runs again; the finished ones are cached
+    fake.calls.clear()
+    rows = _rows(run(spec))
+    assert fake.trained() == ["method-boom_seed-0.ipynb", "method-boom_seed-1.ipynb"]
+    assert _status(rows["method-ce_seed-0"]) == "ok (cached)" and _status(rows["method-boom_seed-1"]) == "failed"
+
+
+def test_a_finished_run_whose_parameters_changed_runs_again_from_scratch(batch):
+    run, fake, tmp = batch
+    spec = {"name": "p", "notebook": "notebooks/01_train.ipynb", "parameters": {"dataset": "demo", "epochs": 1},
+            "grid": {"seed": [0, 1]}}
+    run(spec)
+    assert fake.trained() == ["seed-0.ipynb", "seed-1.ipynb"] and all(c[2]["restart"] is False for c in fake.calls)
+    fake.calls.clear()
+    spec["parameters"]["epochs"] = 2          # both runs' parameters change
+    rows = _rows(run(spec))
+    assert fake.trained() == ["seed-0.ipynb", "seed-1.ipynb"]
+    assert all(c[2]["restart"] is True and c[2]["epochs"] == 2 for c in fake.calls)   # --restart, new epochs
+    assert _status(rows["seed-0"]) == "ok" and f"{0.25 + 0.125:.4f}" in rows["seed-0"]   # the new summary
+    fake.calls.clear()
+    spec["grid"]["seed"] = [0, 2]             # seed-0 unchanged, seed-2 new
+    run(spec)
+    assert fake.trained() == ["seed-2.ipynb"] and fake.calls[0][2]["restart"] is False
+    fake.calls.clear()
+    run(spec, rerun=True)                     # --rerun: everything again, from scratch
+    assert fake.trained() == ["seed-0.ipynb", "seed-2.ipynb"] and all(c[2]["restart"] for c in fake.calls)
+
+
+def test_demo_analysis_chain(batch):
+    """experiments/demo_analysis.yaml: each finished run gets 02-04 with its run_dir, the batch one
+    05_compare over the finished runs' directories; the index links them and shows each run's numbers."""
+    run, fake, tmp = batch
+    spec = yaml.safe_load((REPO / "experiments" / "demo_analysis.yaml").read_text())
+    spec["grid"]["method"] = ["ce", "boom"]    # one method fails: no analysis, not compared
+    index = run(spec)
+    train = [c for c in fake.calls if c[0] == "01_train"]
+    assert [c[1] for c in train] == ["method-ce_seed-0.ipynb", "method-ce_seed-1.ipynb",
+                                     "method-boom_seed-0.ipynb", "method-boom_seed-1.ipynb"]
+    runs = tmp / "runs" / "demo_analysis"
+    for seed in (0, 1):
+        name = f"method-ce_seed-{seed}"
+        mine = [(c[0], c[1]) for c in fake.calls if c[2] == {"run_dir": str((runs / name).resolve())}]
+        assert mine == [(nb, f"{name}__{nb}.ipynb") for nb in ("02_energy", "03_calibration", "04_test_shift")]
+    compare = [c for c in fake.calls if c[0] == "05_compare"]
+    assert len(compare) == 1 and compare[0][1] == "compare.ipynb"
+    assert compare[0][2] == {"run_dirs": [str((runs / f"method-ce_seed-{s}").resolve()) for s in (0, 1)]}
+    assert fake.calls[-1][0] == "05_compare"   # after every run
+    html = index.read_text()
+    assert "href='compare.html'" in html
+    rows = _rows(index)
+    for seed in (0, 1):
+        cells = rows[f"method-ce_seed-{seed}"]
+        s = json.loads((runs / f"method-ce_seed-{seed}" / "summary.json").read_text())
+        assert f"{s['top1']:.4f}" in cells and f"{s['balanced_acc']:.4f}" in cells
+        assert all(f"method-ce_seed-{seed}__{nb}.html" in cells[-1] for nb in ("02_energy", "03_calibration"))
+        assert "__" not in "".join(rows[f"method-boom_seed-{seed}"])
