@@ -223,6 +223,7 @@ def archive_run(run_dir, root, *, benchmark=None, method=None, features_kib=FEAT
     link = _stage1_link(cfg, dst, known)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    new_parents = [p for p in tmp.parents if not p.exists()]   # removed again if the check fails
     tmp.mkdir(parents=True)
     try:
         for f in COPIED:
@@ -241,6 +242,9 @@ def archive_run(run_dir, root, *, benchmark=None, method=None, features_kib=FEAT
         tmp.rename(dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in new_parents:          # innermost first: nothing half-written stays behind
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
         raise
     known[str(src)] = dst
     return dst
