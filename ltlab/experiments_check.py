@@ -33,7 +33,7 @@ def check_spec(spec: dict, path) -> None:
 
     if not NAME_RE.match(spec["name"]):
         raise bad(f"'name' = {spec['name']!r}: allowed {NAME_RULE}")
-    if not str(spec["notebook"]).endswith(".ipynb"):
+    if spec.get("notebook") is not None and not str(spec["notebook"]).endswith(".ipynb"):
         raise bad(f"'notebook' = {spec['notebook']!r}: expected a .ipynb file (build it from notebooks/src)")
     analysis = spec.get("analysis")
     if not isinstance(analysis, list) or not all(isinstance(a, str) and a.endswith(".ipynb") for a in analysis):

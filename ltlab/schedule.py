@@ -38,7 +38,8 @@ def follow_epochs(merged: dict, user: dict, paper_epochs: int, epoch_extra: dict
     out = dict(merged)
     milestones = out.get("milestones", base.milestones)
     warmup = out.get("warmup_epochs", base.warmup_epochs)
-    if "milestones" not in user and isinstance(milestones, list):
+    multistep = out.get("schedule", base.schedule) == "multistep"   # milestones mean nothing otherwise
+    if "milestones" not in user and isinstance(milestones, list) and multistep:
         out["milestones"] = scale_milestones(milestones, epochs, paper_epochs)
     if "warmup_epochs" not in user and isinstance(warmup, int):
         out["warmup_epochs"] = min(epochs, scale_epoch(warmup, epochs, paper_epochs))

@@ -65,7 +65,9 @@ def test_pages_in_chromium(batch, browser, tmp_path):
     # the leaderboard: mean ± std over the two seeds of every number, as the summaries give them
     summaries = [json.loads((root / "runs" / "web" / f"method-ce_seed-{s}" / "summary.json").read_text())
                  for s in (0, 1)]
-    for key in ("top1", "balanced_acc", "many", "ece", "auroc_msp"):
+    for key in ("top1", "balanced_acc", "medium", "few", "ece", "auroc_msp"):
+        if any(s[key] is None for s in summaries):      # a group the tiny folder does not have
+            continue
         v = [100 * s[key] for s in summaries]
         assert f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" in text, key
     assert re.search(r"\bce\s+2\b", text)                     # one configuration, n = 2

@@ -49,7 +49,9 @@ def test_compiled_cpu_training_matches_eager(tmp_path, monkeypatch):
         weights[mode] = torch.load(tmp_path / mode / "checkpoint.pt", weights_only=True)["model"]
     for k, v in weights["off"].items():   # 3 steps at lr 0.01 measured: at most 3.5e-4 of a tensor's scale apart
         if v.is_floating_point():
-            assert (weights["on"][k] - v).abs().max() <= 2e-3 * v.abs().max() + 2e-4, k
+            # the kaiming-normal classifier (as in LDAM-DRW) makes the first steps larger: float rounding
+            # moves near-zero BN biases by up to ~6e-4 here; a wrong kernel is off by orders more
+            assert (weights["on"][k] - v).abs().max() <= 2e-3 * v.abs().max() + 1e-3, k
     # and a training signal: the epoch's mean loss agrees to float noise
     losses = [float((tmp_path / m / "metrics.csv").read_text().splitlines()[1].split(",")[2]) for m in ("off", "on")]
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)

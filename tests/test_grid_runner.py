@@ -127,8 +127,8 @@ def test_planned_epochs_of_the_methods_grid():
 
     jobs = grid_runner.jobs_from_spec(REPO / "experiments" / "cifar10_lt_methods.yaml", "runs_x")
     by = {j.name: j for j in jobs}
-    assert len(jobs) == 14 * 3 and {j.config["method"] for j in jobs} == {
+    assert len(jobs) == 15 * 3 and {j.config["method"] for j in jobs} == {
         "ce", "crt", "lws", "tau_norm", "ncm", "ldam_drw", "balanced_softmax", "logit_adjust", "tde", "focal",
-        "cb", "enmos", "mislas", "balpoe"}
+        "cb", "enmos", "mislas", "balpoe", "la_posthoc"}
     assert by["ce_seed-0"].epochs == 200 and by["tau_norm_seed-0"].epochs == 0 and by["mislas_seed-0"].epochs == 210
-    assert [j.name for j in jobs][:14] == [j.name for j in jobs if j.name.endswith("seed-0")]   # seed 0 first
+    assert [j.name for j in jobs][:15] == [j.name for j in jobs if j.name.endswith("seed-0")]   # seed 0 first

@@ -193,6 +193,8 @@ def test_posthoc_logit_adjustment_on_a_demo_run(demo_run):
     test = ltlab.load_run(demo_run).predictions("test")
     logits, labels, counts = test["logits"], test["labels"], test["train_counts"]
     assert np.array_equal(posthoc.logit_adjust(logits, counts, tau=0.0), logits.astype(np.float64))
-    before = balanced_accuracy(logits.argmax(1), labels, 10)
-    after = balanced_accuracy(posthoc.logit_adjust(logits, counts, tau=1.0).argmax(1), labels, 10)
+    # a 2-epoch model is near chance, so accuracy need not move; its predictions must move to the tail
+    rare = np.argsort(counts)[:5]
+    before = np.isin(logits.argmax(1), rare).mean()
+    after = np.isin(posthoc.logit_adjust(logits, counts, tau=1.0).argmax(1), rare).mean()
     assert after > before

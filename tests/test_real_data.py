@@ -26,7 +26,10 @@ def test_one_epoch_cifar10_lt_if100(cifar10_root, tmp_path):
                          "progress": False})
     s = json.loads((run_dir / "summary.json").read_text())
     z = np.load(run_dir / "predictions" / "test.npz")
-    assert s["train_size"] == 12406
-    assert z["train_counts"].tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    # the LDAM-DRW subset (12,406) less the head's 20 val images: the only class with no image outside it
+    assert s["train_size"] == 12386
+    assert z["train_counts"].tolist() == [4980, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    v = np.load(run_dir / "predictions" / "val.npz")
+    assert np.bincount(v["labels"]).tolist() == [20] * 10 and "ece_ts" in s and s["temperature"] > 0
     assert len(z["labels"]) == 10000 and np.bincount(z["labels"]).tolist() == [1000] * 10
     assert s["top1"] > 0.15   # chance is 0.10

@@ -20,7 +20,7 @@ def _spec(data_root):
                            "device": "cpu", "batch_size": 16},
             "grid": {"seed": [0]},
             "runs": [{"name": "s1", "parameters": {"method": "ce"}},
-                     {"name": "bad", "parameters": {"method": "no_such_method"}},
+                     {"name": "bad", "parameters": {"overrides": {"weights": "/no_such_method.pth"}}},
                      {"name": "tau", "parameters": {"method": "tau_norm", "stage1_run": "@s1"}}],
             "executor": {"name": "slurm", "jobs": 2, "time": 30, "cpus": 1}}
 

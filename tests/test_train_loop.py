@@ -134,15 +134,21 @@ def test_recipes_that_train_with_mixup():
     assert from_dict(stage1_config(from_dict({"method": "mislas"}))).mixup_alpha == 1.0
 
 
-def test_enmos_clips_the_gradient_norm_at_5():
-    """One SGD step (lr 1, no momentum) moves the weights by the gradient: clipped, its norm is 5."""
+def test_the_loop_clips_through_the_recipe_once_per_step(monkeypatch):
+    """EnMos clips at max-norm 5, per network (tests/test_enmos.py checks backbone and head apart);
+    here: the training loop hands every step's gradients to the recipe's clipping, before the step."""
     assert METHODS["enmos"].clip_grad_norm == 5.0
     loss_fn = METHODS["ce"].build_loss(from_dict({}), Data)
-    moved = {}
-    for recipe in ("ce", "enmos"):
-        model = Linear()
-        before = [p.detach().clone() for p in model.parameters()]
-        x, y = _batch()
-        _epoch(model, loss_fn, recipe, lr=1.0, batches=Batches([(100 * x, y)]))   # large inputs, large gradient
-        moved[recipe] = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
-    assert moved["ce"] > 10 and moved["enmos"] == pytest.approx(5.0, rel=1e-4)
+    calls = []
+
+    def clip(model):
+        calls.append(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())).item())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    monkeypatch.setattr(METHODS["enmos"], "clip_gradients", clip)
+    model = Linear()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = _batch()
+    _epoch(model, loss_fn, "enmos", lr=1.0, batches=Batches([(100 * x, y)]))   # large inputs, large gradient
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert len(calls) == 1 and calls[0] > 10 and moved.item() == pytest.approx(5.0, rel=1e-4)
+

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ltlab import metrics as M
+from ltlab import calibrated_em, metrics as M
 from ltlab import posthoc, posthoc_tde, widgets
 from ltlab.evaluate import Run, load_run
 
@@ -145,7 +145,7 @@ def test_leaderboard_view():
     board = pd.DataFrame({"balanced_acc mean": [0.5, 0.4], "balanced_acc std": [0.01, np.nan]},
                          index=pd.Index(["ce", "bs"], name="group"))
     fig, nums = widgets.leaderboard_view(board, "balanced_acc")
-    assert nums["ce"] == 0.5 and isinstance(fig, Figure)
+    assert nums["ce"] == pytest.approx(50.0) and isinstance(fig, Figure)     # percent, as the tables
     with pytest.raises(ValueError, match="not in the leaderboard"):
         widgets.leaderboard_view(board, "top5")
 
@@ -190,14 +190,16 @@ def test_prior_view_source_and_temperature_knobs(run):
     assert np.bincount(y[idx], minlength=10).tolist() == kept
     q = np.bincount(y[idx], minlength=10) / len(idx)
     for source, src in (("train", counts / counts.sum()), ("uniform", np.full(10, 0.1))):
-        for T in (1.0, 3.0):
-            nums = _check(widgets.prior_view(run, "forward50", source=source, temperature=T))
-            assert nums["n"] == 276
+        tvs = {}
+        for cal in ("none", "bcts"):
+            nums = _check(widgets.prior_view(run, "forward50", source=source, calibration=cal))
+            assert nums["n"] == 276 and nums["em_calibration"] == cal
             known = (f[idx] + np.log(q) - np.log(src)).argmax(1)
             assert nums["known"] == pytest.approx(M.top1(known, y[idx]))
-            q_hat, adj, _ = posthoc.em_prior(M.softmax(f[idx] / T), src)
-            assert nums["em_tv"] == pytest.approx(0.5 * np.abs(q_hat - q).sum(), abs=1e-12)
-            assert nums["em"] == pytest.approx(M.top1(adj.argmax(1), y[idx]))
+            res = calibrated_em.estimate_prior(f[idx], widgets.em_calibration(run, cal, source))
+            assert nums["em_tv"] == pytest.approx(0.5 * np.abs(res.prior - q).sum(), abs=1e-12)
+            tvs[cal] = nums["em_tv"]
+        assert tvs["none"] != tvs["bcts"]                     # the calibration knob changes the estimate
     by_source = {s: _check(widgets.prior_view(run, "forward50", source=s)) for s in ("train", "uniform")}
     assert by_source["train"]["known"] != by_source["uniform"]["known"]
 
@@ -215,11 +217,11 @@ def test_every_widget_callback_reruns_its_view_with_the_new_knob(run, tde_run, m
         (widgets.tau_widget(run), "tau", 0.35, lambda v: widgets.tau_view(run, v)),
         (widgets.logit_adjust_widget(run), "tau", 1.75, lambda v: widgets.logit_adjust_view(run, v)),
         (widgets.tde_widget(tde_run), "alpha", 2.5, lambda v: widgets.tde_view(tde_run, v)),
-        (widgets.prior_widget(run), "temperature", 2.0, lambda v: widgets.prior_view(run, temperature=v)),
+        (widgets.prior_widget(run), "calibration", "none", lambda v: widgets.prior_view(run, calibration=v)),
         (widgets.leaderboard_widget(board), "metric", "top1", lambda v: widgets.leaderboard_view(board, v)),
     ]
     for box, knob, value, view in cases:
-        control = box.children[0].children[0 if knob != "temperature" or len(box.children[0].children) == 1 else 2]
+        control = box.children[0].children[2 if knob == "calibration" else 0]
         shown.clear()
         control.value = value
         assert len(shown) == 1, knob
