@@ -131,7 +131,9 @@ def group_figure_png(table: pd.DataFrame, labels: list) -> bytes:
 
 
 def _links(r: dict) -> str:
-    links = [f"<a href='{html.escape(r['html'])}'>run report</a>", f"<a href='{html.escape(r['ipynb'])}'>ipynb</a>"]
+    # a batch over finished (archived) runs has analysis pages only, no training page
+    links = [f"<a href='{html.escape(r['html'])}'>run report</a>", f"<a href='{html.escape(r['ipynb'])}'>ipynb</a>"] \
+        if r.get("html") else []
     links += [f"<a href='{html.escape(a['html'])}'>{html.escape(a['notebook'])}</a>"
               + ("" if a["status"] == "ok" else " <span class='failed'>(failed)</span>") for a in r.get("analysis", [])]
     return " · ".join(links)
@@ -142,6 +144,13 @@ def _table(head: list, rows: list, left: int = 1, cls: str = "") -> str:
     body = "".join("<tr>" + "".join(f"<td class='{'l' if i < left else ''}'>{c}</td>" for i, c in enumerate(row))
                    + "</tr>" for row in rows)
     return f"<table class='{cls}'><tr>{th}</tr>{body}</table>"
+
+
+def _run_link(r: dict) -> str:
+    """The run's seed linking to its run page (or its first analysis page, for finished runs)."""
+    label = html.escape(str(r.get("params", {}).get("seed", r["name"])))
+    target = r.get("html") or next((a["html"] for a in r.get("analysis", []) if a.get("html")), None)
+    return f"<a href='{html.escape(target)}'>{label}</a>" if target else label
 
 
 def leaderboard_html(runs: pd.DataFrame, records: list) -> tuple[str, str]:
@@ -158,8 +167,7 @@ def leaderboard_html(runs: pd.DataFrame, records: list) -> tuple[str, str]:
         n = int(t["n"])
         cells = [html.escape(label), str(n)]
         cells += [_pct(t[f"{k}_mean"], t[f"{k}_std"], n) for k in METRICS]
-        cells.append(", ".join(f"<a href='{html.escape(r['html'])}'>{html.escape(str(r['params'].get('seed', r['name'])))}</a>"
-                               for r in by_config[t["config"]]))
+        cells.append(", ".join(_run_link(r) for r in by_config[t["config"]]))
         rows.append(cells)
     head = ["configuration", "n", *METRICS.values(), "runs (seed)"]
     png = base64.b64encode(group_figure_png(table, labels)).decode()
@@ -202,7 +210,7 @@ def batch_page(spec: dict, records: list, written: str) -> str:
 <p><a href="../index.html">all batches</a></p>
 <h1>ltlab batch: {name}</h1>
 <p>{len(records)} {'run' if len(records) == 1 else 'runs'}: {', '.join(f'{v} {html.escape(k)}' for k, v in counts.items())}. Notebook
-<code>{html.escape(spec['notebook'])}</code>; written {html.escape(written)}.</p>
+<code>{html.escape(spec.get('notebook') or 'none: finished runs analysed')}</code>; written {html.escape(written)}.</p>
 <h2>Results by configuration</h2>
 <p>Test split, last epoch. Mean ± sample standard deviation over seeds (n runs), in percent.
 Many / medium / few: classes with more than 100, 20 to 100, fewer than 20 training images.
@@ -246,7 +254,7 @@ def write_batch_report(out_dir, spec: dict, records: list) -> Path:
     out_dir = Path(out_dir)
     written = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out_dir / "index.html", batch_page(spec, records, written))
-    atomic_write_json(out_dir / BATCH_FILE, {"name": spec["name"], "notebook": spec["notebook"],
+    atomic_write_json(out_dir / BATCH_FILE, {"name": spec["name"], "notebook": spec.get("notebook"),
                                             "written": written, "counts": status_counts(records)})
     write_landing(out_dir.parent)
     return (out_dir / "index.html").resolve()
@@ -263,7 +271,7 @@ def write_landing(reports_root) -> Path:
             continue   # a batch.json being replaced by another process; it rebuilds this page itself
     batches.sort(key=lambda b: b.get("written", ""), reverse=True)
     rows = [[f"<a href='{html.escape(b['name'])}/index.html'>{html.escape(b['name'])}</a>",
-             html.escape(b.get("written", "")), html.escape(b.get("notebook", "")),
+             html.escape(b.get("written", "")), html.escape(b.get("notebook") or "finished runs"),
              ", ".join(f"<span class='{html.escape(k)}'>{v} {html.escape(k)}</span>"
                        for k, v in b.get("counts", {}).items())] for b in batches]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ltlab reports</title>

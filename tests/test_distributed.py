@@ -257,7 +257,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert np.load(two / "predictions" / "val.npz")["labels"].shape == (200,)
     m1, m2 = (pd.read_csv(d / "metrics.csv") for d in (one, two))
     assert list(m2["epoch"]) == [1, 2] and list(m2["world_size"]) == [2, 2] and list(m2["effective_batch"]) == [128] * 2
-    assert np.allclose(m2["train_loss"], m1["train_loss"], rtol=1e-3)
+    assert np.allclose(m2["train_loss"], m1["train_loss"], rtol=3e-3)   # float summation order; the kaiming classifier makes early steps larger
     state = torch.load(two / "checkpoint.pt", weights_only=True)
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])   # loads in one process
 
