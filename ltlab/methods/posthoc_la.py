@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ltlab import posthoc
 from ltlab.config import ConfigError
 from ltlab.methods.base import METHODS, Recipe, register
 from ltlab.methods.decoupling import _features, _PostHoc
@@ -23,14 +24,15 @@ LA_TAU_GRID = np.round(np.arange(0.0, 2.0001, 0.1), 10)
 LA_TAU_FROM = ("val", "fixed")
 
 
-def choose_la_tau(val_logits, val_labels, log_prior, grid=LA_TAU_GRID):
-    """(tau, grid, balanced accuracies): the grid value whose adjusted val predictions have the
-    best balanced accuracy; ties go to the smallest tau. Only val data is passed in."""
-    z = np.asarray(val_logits, dtype=np.float64)
+def choose_la_tau(val_logits, val_labels, train_counts, grid=LA_TAU_GRID):
+    """(tau, grid, balanced accuracies): the grid value whose adjusted val predictions
+    (ltlab.posthoc.logit_adjust) have the best balanced accuracy; ties go to the smallest tau.
+    Only val data is passed in."""
     y = np.asarray(val_labels, dtype=np.int64)
-    lp = np.asarray(log_prior, dtype=np.float64)
     grid = np.asarray(grid, dtype=np.float64)
-    scores = np.array([balanced_accuracy((z - t * lp).argmax(1), y, z.shape[1]) for t in grid])
+    c = np.asarray(val_logits).shape[1]
+    scores = np.array([balanced_accuracy(posthoc.logit_adjust(val_logits, train_counts, t).argmax(1), y, c)
+                       for t in grid])
     return float(grid[int(np.argmax(scores))]), grid, scores
 
 
@@ -72,15 +74,14 @@ class PosthocLogitAdjust(_PostHoc):
                               f"logits; stage-one run '{cfg.stage1_run}' is method '{s1['method']}'")
 
     def finalize(self, model, cfg, data):
-        counts = np.asarray(data.train_counts, dtype=np.float64)
-        log_prior = np.log(np.maximum(counts / counts.sum(), np.finfo(np.float64).tiny))
+        log_prior = -posthoc.logit_adjust(np.zeros((1, data.num_classes)), data.train_counts, 1.0)[0]
         grid = scores = None
         if self.opt(cfg, "la_tau_from") == "val":
             if data.val_x is None:
                 raise ConfigError(f"method 'la_posthoc' chooses tau on a validation split and stage-one run "
                                   f"'{cfg.stage1_run}' has none: use extra.la_tau_from=fixed or a run with val")
             val = _features(self, model, cfg, data, "val")
-            tau, grid, scores = choose_la_tau(val["logits"], val["labels"], log_prior)
+            tau, grid, scores = choose_la_tau(val["logits"], val["labels"], data.train_counts)
         else:
             tau = float(self.opt(cfg, "la_tau"))
         device = next(model.parameters()).device
