@@ -69,12 +69,23 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def _local_worker(task: dict, gpu, delay: float) -> dict:
+def cpu_threads(jobs: int) -> int:
+    """CPU threads for each of `jobs` concurrent runs: the cores shared out, so that N runs do
+    not each start a thread per core and fight over them (torch's default)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
+def _local_worker(task: dict, gpu, delay: float, threads: int) -> dict:
     from ltlab.batch import run_point
 
     time.sleep(delay)
     if gpu is not None:   # the papermill kernel inherits it: one GPU per concurrent run
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))   # a user's own setting wins
     return run_point(task)
 
 
@@ -96,7 +107,8 @@ def run_local(tasks: list[dict], jobs: int) -> None:
         with cf.ProcessPoolExecutor(max_workers=min(jobs, len(stage)), mp_context=ctx, max_tasks_per_child=1) as pool:
             futures = []
             for i, t in enumerate(stage):
-                futures.append(pool.submit(_local_worker, t, gpus[n % len(gpus)], STAGGER_S * i if i < jobs else 0.0))
+                futures.append(pool.submit(_local_worker, t, gpus[n % len(gpus)], STAGGER_S * i if i < jobs else 0.0,
+                                             cpu_threads(jobs)))
                 n += 1
             try:
                 for f in cf.as_completed(futures):

@@ -19,11 +19,11 @@ from ltlab.metrics import GROUPS, calibration_bins, ece, shot_groups, softmax
 from ltlab.posthoc import apply_temperature
 from ltlab.viz_analysis import (GROUP_COLORS, _figure, _mark_shot_boundaries, _np, _root_figure,
                                 confusion_matrix, energy_vs_count, risk_coverage_curves,
-                                score_distributions, weight_norms)
+                                score_distributions, set_score_temperature, weight_norms)
 
 __all__ = [
     "learning_curves", "per_class_accuracy_vs_count", "group_bars", "reliability_diagram",
-    "reliability_before_after", "reliability_by_group", "score_distributions",
+    "reliability_before_after", "reliability_by_group", "score_distributions", "set_score_temperature",
     "risk_coverage_curves", "weight_norms", "confusion_matrix", "accuracy_across_shifts",
     "energy_vs_count",
 ]

@@ -84,6 +84,7 @@ def score_distributions(logits, labels, train_counts, scores=("energy", "residua
     are skipped). Step histograms normalised per outcome (numpy density + ``ax.stairs``;
     seaborn's histplot cost about a fifth more CPU per energy-widget redraw) so the
     minority "incorrect" curve keeps its shape; each title gives AUROC (correct = positive).
+    :func:`set_score_temperature` redraws the same figure at another T (the energy widget).
     """
     logits, labels = _np(logits, float), _np(labels, int)
     correct = _correct(logits, labels)
@@ -93,31 +94,58 @@ def score_distributions(logits, labels, train_counts, scores=("energy", "residua
     scores = list(scores)
     fig = _figure((3.4 * len(cols), 2.9 * len(scores)))
     axes = fig.subplots(len(scores), len(cols), squeeze=False)
+    artists = {}
     for r, name in enumerate(scores):
-        s = _score(name, logits, T)
-        finite = np.isfinite(s)
-        bins = np.histogram_bin_edges(s[finite], bins=40) if finite.any() else 40
-        for c, (gname, mask) in enumerate(cols):
+        for c, (_, mask) in enumerate(cols):
             ax = axes[r, c]
-            m = mask & finite
-            present = [k for k, ok in (("correct", True), ("incorrect", False)) if (correct[m] == ok).any()]
-            if not present:
-                ax.text(0.5, 0.5, "no finite scores", ha="center", transform=ax.transAxes)
-            for k in present:   # density step histograms per outcome (np.histogram: no seaborn per redraw)
-                dens, _ = np.histogram(s[m][correct[m] == (k == "correct")], bins=bins, density=True)
-                ax.stairs(dens, bins, color=OUTCOME_COLORS[k], fill=True, alpha=0.25, lw=0)
-                ax.stairs(dens, bins, color=OUTCOME_COLORS[k], lw=1.2, label=k if c == 0 else None)
-            if c == 0 and present:
+            for k in ("correct", "incorrect"):    # which outcomes a group has does not depend on T
+                if (correct[mask] == (k == "correct")).any():
+                    artists[r, c, k] = (ax.stairs([0.0], [0.0, 1.0], color=OUTCOME_COLORS[k], fill=True,
+                                                  alpha=0.25, lw=0),
+                                        ax.stairs([0.0], [0.0, 1.0], color=OUTCOME_COLORS[k], lw=1.2,
+                                                  label=k if c == 0 else None))
+            if c == 0 and any((r, 0, k) in artists for k in ("correct", "incorrect")):
                 ax.legend(title="prediction", fontsize=8)
-            if len(present) == 2:
+            ax.set_xlabel(SCORE_LABELS.get(name, name))
+            ax.set_ylabel("density" if c == 0 else "")
+    fig._ltlab_scores = dict(logits=logits, correct=correct, cols=cols, scores=scores, axes=axes,
+                             artists=artists)
+    set_score_temperature(fig, T)
+    return fig
+
+
+def set_score_temperature(fig: Figure, T: float) -> Figure:
+    """Recompute a :func:`score_distributions` figure's histograms, limits and AUROC titles at
+    temperature T, in place: no new axes, ticks or legends (a redraw of the same figure)."""
+    st = fig._ltlab_scores
+    correct, axes, artists = st["correct"], st["axes"], st["artists"]
+    for r, name in enumerate(st["scores"]):
+        s = _score(name, st["logits"], T)
+        finite = np.isfinite(s)
+        bins = np.histogram_bin_edges(s[finite], bins=40) if finite.any() else None
+        for c, (gname, mask) in enumerate(st["cols"]):
+            ax, m = axes[r, c], mask & finite
+            top = 0.0
+            for k in ("correct", "incorrect"):
+                if (r, c, k) not in artists:
+                    continue
+                sel = s[m & (correct == (k == "correct"))]
+                dens = np.histogram(sel, bins=bins, density=True)[0] if len(sel) and bins is not None \
+                    else np.zeros(1)
+                edges = bins if len(sel) and bins is not None else np.array([0.0, 1.0])
+                for patch in artists[r, c, k]:
+                    patch.set_data(dens, edges)
+                top = max(top, float(dens.max()))
+            if bins is None:
+                auc_text = "no finite scores"
+            elif (correct[m]).any() and (~correct[m]).any():
                 auc_text = f"AUROC {auroc(s[m], correct[m]):.3f}"
             else:
                 auc_text = "AUROC n/a"
             ax.set_title(f"{gname} (n={int(m.sum())}): {auc_text}", fontsize=10)
-            ax.set_xlabel(SCORE_LABELS.get(name, name))
-            ax.set_ylabel("density" if c == 0 else "")
-            if not isinstance(bins, int):
+            if bins is not None:
                 ax.set_xlim(bins[0], bins[-1])
+            ax.set_ylim(0.0, 1.05 * top if top > 0 else 1.0)
     fig.suptitle(f"Confidence scores, correct vs incorrect predictions (T = {T:g}; "
                  "columns by true-class group)")
     return fig

@@ -1,8 +1,8 @@
 """Redraw time of every widget view: what one slider or dropdown move costs in a live kernel.
 
-``ltlab bench --widgets [RUN_DIR ...]`` times each view of :mod:`ltlab.widgets` the way its
-widget redraws it: the view's arithmetic, the figure rendered to PNG (what the inline
-backend sends to the browser) and the numbers table rendered to HTML. Each knob is moved
+``ltlab bench --widgets [RUN_DIR ...]`` builds each widget of :mod:`ltlab.widgets` and times
+what moving its control computes: the view's arithmetic, the figure rendered to PNG (what
+:func:`ltlab.widgets.show_view` sends to the browser) and the numbers table rendered to HTML. Each knob is moved
 through a few values across its slider range after one warm-up redraw (the predictions are
 then cached, as in a notebook where the widget was just displayed). Besides the given runs,
 a synthetic run of ``--synthetic N,C`` (default 10,000 test images x 100 classes, the size of
@@ -32,7 +32,7 @@ SWEEPS = {
     "logit_adjust": ("tau", (0.0, 0.5, 1.0, 1.5, 2.0)),
     "prior (test prior)": ("shift_name", ("forward50", "uniform", "backward10", "forward5", "backward50")),
     "prior (logit prior)": ("source", ("train", "uniform", "auto", "train", "uniform")),
-    "prior (EM temperature)": ("temperature", (0.5, 1.0, 2.0, 4.0, 1.5)),
+    "prior (EM calibration)": ("calibration", ("none", "bcts", "ts", "none", "bcts")),
     "leaderboard": ("metric", ("top1", "balanced_acc", "few", "ece", "many")),
 }
 
@@ -47,46 +47,52 @@ def synthetic_run(root, n: int = 10_000, c: int = 100, d: int = 64, seed: int = 
 
     rng = np.random.default_rng(seed)
     counts = (500 * 0.01 ** (np.arange(c) / (c - 1))).astype(np.int64)
-    y = np.arange(n) % c
     means = rng.normal(size=(c, d))
-    feats = (means[y] + 1.2 * rng.normal(size=(n, d)) + 0.5).astype(np.float32)
     W = means * (0.6 + 0.4 * np.log(counts) / np.log(counts.max()))[:, None]
     b = 0.3 * np.log(counts / counts.sum())
     tde = dict(tde_weight=means, tde_direction=np.full(d, 0.5) + 0.05 * rng.normal(size=d),
                tde_alpha=np.float64(1.0), tde_tau=np.float64(16.0), tde_gamma=np.float64(1 / 32),
                tde_heads=np.int64(2))
-    arrays = dict(logits=(feats @ W.T + b).astype(np.float32), labels=y.astype(np.int64), features=feats,
-                  train_counts=counts, classifier_weight=W.astype(np.float32),
-                  classifier_bias=b.astype(np.float32), **tde)
-    assert np.isfinite(posthoc_tde.from_predictions(arrays)).all()
     run = Path(root) / f"synthetic_{n}x{c}"
     (run / "predictions").mkdir(parents=True, exist_ok=True)
-    np.savez(run / "predictions" / "test.npz", **arrays)
-    (run / "config.yaml").write_text(yaml.safe_dump({"method": "ce", "dataset": "synthetic", "seed": seed,
-                                                     "run_dir": str(run)}))
+    for split, size in (("test", n), ("val", 20 * c)):   # val: 20 a class, as ltlab's balanced val split
+        y = np.arange(size) % c
+        feats = (means[y] + 1.2 * rng.normal(size=(size, d)) + 0.5).astype(np.float32)
+        arrays = dict(logits=(feats @ W.T + b).astype(np.float32), labels=y.astype(np.int64), features=feats,
+                      train_counts=counts, classifier_weight=W.astype(np.float32),
+                      classifier_bias=b.astype(np.float32), **tde)
+        assert np.isfinite(posthoc_tde.from_predictions(arrays)).all()
+        np.savez(run / "predictions" / f"{split}.npz", **arrays)
+    from ltlab.config import RunConfig
+
+    cfg = {**RunConfig().to_dict(), "method": "ce", "dataset": "synthetic", "seed": seed, "run_dir": str(run)}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     summary = compute_summary(run / "predictions", epochs=0)
     (run / "summary.json").write_text(pd.Series(summary).to_json())
     return run
 
 
 def _views(run, board) -> dict:
-    """name -> (redraw(value), knob values) for every view this run supports."""
-    def knob(view, name, **fixed):
-        return lambda v: view(run, **{name: v}, **fixed)
+    """name -> redraw(value) for every widget this run supports: the widget is built, and a
+    redraw is what moving its control computes (the other controls at their values)."""
+    def knob(box, name):
+        def redraw(v):
+            knobs = {k: c.value for k, c in box.ltlab_controls.items()}
+            return box.ltlab_redraw(**{**knobs, name: v})
+        return redraw
 
-    out = {}
-    for name in ("energy", "calibration", "logit_adjust"):
-        view = {"energy": widgets.energy_view, "calibration": widgets.calibration_view,
-                "logit_adjust": widgets.logit_adjust_view}[name]
-        out[name] = knob(view, SWEEPS[name][0])
+    out = {"energy": knob(widgets.energy_widget(run), "T"),
+           "calibration": knob(widgets.calibration_widget(run), "temperature"),
+           "logit_adjust": knob(widgets.logit_adjust_widget(run), "tau")}
     if widgets.has_classifier(run):
-        out["tau_norm"] = knob(widgets.tau_view, "tau")
+        out["tau_norm"] = knob(widgets.tau_widget(run), "tau")
     if widgets.is_tde(run):
-        out["tde"] = knob(widgets.tde_view, "alpha")
-    for name in ("prior (test prior)", "prior (logit prior)", "prior (EM temperature)"):
-        out[name] = knob(widgets.prior_view, SWEEPS[name][0])
+        out["tde"] = knob(widgets.tde_widget(run), "alpha")
+    prior = widgets.prior_widget(run)
+    for name in ("prior (test prior)", "prior (logit prior)", "prior (EM calibration)"):
+        out[name] = knob(prior, SWEEPS[name][0])
     if board is not None:
-        out["leaderboard"] = lambda v: widgets.leaderboard_view(board, v)
+        out["leaderboard"] = knob(widgets.leaderboard_widget(board), "metric")
     return out
 
 
@@ -131,7 +137,7 @@ def main(args) -> None:
     n, c = (int(v) for v in args.synthetic.split(",")) if args.synthetic else (0, 0)
     table = bench_widgets(args.runs, (n, c) if n else None)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"widget redraw times: view + PNG (bbox tight, {_dpi()} dpi) + HTML table; matplotlib backend "
+    print(f"widget redraw times: view + PNG (one draw, {_dpi()} dpi) + HTML table; matplotlib backend "
           f"{get_backend()}; {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.0f}"))
     if args.out:

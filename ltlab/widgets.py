@@ -65,19 +65,47 @@ def _accuracy_figure(logits, labels, counts, title: str) -> Figure:
 
 # ----------------------------------------------------------------------- pure views
 
-def energy_view(run, T: float = 1.0, split: str = "test"):
-    """Score distributions (MSP, -E, residual energy at temperature T) for correct vs
-    incorrect predictions per group; numbers: AUROC and AURC of each score."""
+def energy_numbers(run, T: float = 1.0, split: str = "test") -> dict:
+    """AUROC and AURC (correct = positive) of each failure score at temperature T."""
     p = predictions(run, split)
     f, y = p["logits"], p["labels"]
-    fig = viz.score_distributions(f, y, p["train_counts"], scores=FAILURE_SCORES, T=T)
     correct = f.argmax(1) == y
     nums = {"T": float(T)}
     for name in FAILURE_SCORES:
         s = scores.SCORES[name](f, T=T)
         nums[f"auroc_{name}"] = M.auroc(s, correct)
         nums[f"aurc_{name}"] = M.aurc(s, correct)
-    return fig, nums
+    return nums
+
+
+def energy_view(run, T: float = 1.0, split: str = "test", score: str | None = None):
+    """Score distributions (MSP, -E, residual energy at temperature T) for correct vs
+    incorrect predictions per group; numbers: AUROC and AURC of each score. ``score`` draws
+    that score's row only (the widget's choice: a quarter of the drawing per redraw)."""
+    if score is not None and score not in FAILURE_SCORES:
+        raise ValueError(f"score '{score}' is not one of {', '.join(FAILURE_SCORES)}")
+    p = predictions(run, split)
+    fig = viz.score_distributions(p["logits"], p["labels"], p["train_counts"],
+                                  scores=(score,) if score else FAILURE_SCORES, T=T)
+    return fig, energy_numbers(run, T, split)
+
+
+class _EnergyFigures:
+    """The energy widget's view: one figure per score, built once and then redrawn in place at
+    each new T (viz.set_score_temperature), its layout frozen after the first draw. Building
+    the axes and laying them out was most of a redraw's cost (``ltlab bench --widgets``)."""
+
+    def __init__(self, split: str):
+        self.split, self.figs = split, {}
+
+    def __call__(self, run, T: float, score: str):
+        fig = self.figs.get(score)
+        if fig is None:
+            fig = self.figs[score] = energy_view(run, T, self.split, score)[0]
+        else:
+            fig.set_layout_engine("none")   # keep the constrained layout of the first draw
+            viz.set_score_temperature(fig, T)
+        return fig, energy_numbers(run, T, self.split)
 
 
 def calibration_view(run, temperature: float = 1.0, split: str = "test", n_bins: int = 15):
@@ -166,8 +194,14 @@ def em_calibration(run, method: str = "bcts", source: str = "auto") -> calibrate
     if not has_split(run, "val"):
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
-    val = predictions(run, "val")
-    return calibrated_em.fit_calibration(method, val["logits"], val["labels"], src)
+    f = Path(run.path) / "predictions" / "val.npz"
+    return _fitted_calibration(str(f.resolve()), f.stat().st_mtime_ns, method, tuple(src))
+
+
+@lru_cache(maxsize=16)   # fitted once per run, method and source prior: a dropdown move only reruns EM
+def _fitted_calibration(val_file: str, mtime_ns: int, method: str, src: tuple) -> calibrated_em.Calibration:
+    val = _load(str(Path(val_file).parent.parent), "val", mtime_ns)
+    return calibrated_em.fit_calibration(method, val["logits"], val["labels"], np.asarray(src))
 
 
 def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
@@ -235,8 +269,9 @@ def leaderboard_view(board, metric: str = "balanced_acc"):
     x = np.arange(len(board))
     bars = ax.bar(x, mean.to_numpy(), yerr=np.nan_to_num(std.to_numpy()), capsize=4, color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:.1f}" if scale == 100 else f"{v:.3g}" for v in mean], padding=3, fontsize=8)
-    ax.set_xticks(x, [str(i) for i in board.index], rotation=20 if len(board) > 3 else 0,
-                  ha="right" if len(board) > 3 else "center")
+    labels = [str(i) if len(str(i)) <= 40 else str(i)[:39] + "…" for i in board.index]   # full names: the table
+    tilt = len(board) > 3 or max(map(len, labels), default=0) > 20
+    ax.set_xticks(x, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
     unit = f"{metric} (%)" if scale == 100 else metric
     ax.set(ylabel=unit, title=f"{unit}: mean ± std over seeds")
     ax.grid(axis="y", alpha=0.3)
@@ -269,20 +304,29 @@ def numbers_table(nums: dict):
     return pd.DataFrame([row])
 
 
+def figure_png(fig) -> bytes:
+    """The figure as PNG, drawn once: ltlab's figures lay themselves out (constrained layout),
+    so the inline backend's bbox_inches='tight', which draws everything a second time to
+    measure it, is not needed."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def render_outputs(result) -> tuple[bytes, str]:
     """What displaying a view sends to the browser: the figure as PNG, the numbers as HTML."""
-    from IPython.core.pylabtools import print_figure
-
     fig, nums = result
-    return print_figure(fig, "png", bbox_inches="tight"), numbers_table(nums)._repr_html_()
+    return figure_png(fig), numbers_table(nums)._repr_html_()
 
 
 def show_view(result) -> None:
-    """Display a view's figure and its numbers (one-row table, see numbers_table)."""
-    from IPython.display import display
+    """Display a view's figure (PNG) and its numbers (one-row table, see numbers_table)."""
+    from IPython.display import Image, display
 
     fig, nums = result
-    display(fig)
+    display(Image(data=figure_png(fig), format="png"))
     display(numbers_table(nums))
 
 
@@ -293,7 +337,10 @@ def _panel(view, run, controls: dict, **fixed):
         show_view(view(run, **knobs, **fixed))
 
     out = w.interactive_output(render, controls)
-    return w.VBox([w.HBox(list(controls.values())), out])
+    box = w.VBox([w.HBox(list(controls.values())), out])
+    box.ltlab_controls = controls                                     # for ltlab bench --widgets:
+    box.ltlab_redraw = lambda **knobs: view(run, **knobs, **fixed)    # what a control change computes
+    return box
 
 
 def _slider(description, value, lo, hi, step, log=False):
@@ -306,8 +353,14 @@ def _slider(description, value, lo, hi, step, log=False):
     return w.FloatSlider(value=value, min=lo, max=hi, step=step, **kw)
 
 
-def energy_widget(run, T: float = 1.0, split: str = "test"):
-    return _panel(energy_view, run, {"T": _slider("energy T", T, 0.05, 20.0, 0.05, log=True)}, split=split)
+def energy_widget(run, T: float = 1.0, split: str = "test", score: str = "energy"):
+    import ipywidgets as w
+
+    labels = {"msp": "MSP", "energy": "−E(x)", "residual_energy": "residual energy"}
+    return _panel(_EnergyFigures(split), run,
+                  {"T": _slider("energy T", T, 0.05, 20.0, 0.05, log=True),
+                   "score": w.Dropdown(options=[(labels[k], k) for k in FAILURE_SCORES], value=score,
+                                       description="score")})
 
 
 def calibration_widget(run, temperature: float = 1.0, split: str = "test"):

@@ -86,6 +86,19 @@ def test_compare_notebook_on_two_seeds_skips_unfinished(demo_run, second_run, un
     assert "±" in text and images >= 4
 
 
+@pytest.mark.parametrize("name,widgets", [("02_energy", 1), ("03_calibration", 3), ("04_test_shift", 1),
+                                          ("05_compare", 1)])
+def test_interactive_cells_build_their_widgets(name, widgets, demo_run, second_run, tmp_path):
+    """``interactive = True`` (live JupyterLab) executed once: every widget cell runs and
+    displays a widget (papermill keeps the widget-view output, not the live model)."""
+    params = {"run_dirs": [str(demo_run), str(second_run)]} if name == "05_compare" else {"run_dir": str(demo_run)}
+    nb = _execute(name, tmp_path / f"{name}.ipynb", interactive=True, **params)
+    _outputs(nb)   # raises on an error output
+    views = [o for c in nb.cells for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) >= widgets, [c.source[:60] for c in nb.cells]
+
+
 def test_unfinished_run_refused_by_a_notebook(unfinished_run, tmp_path):
     import papermill
 

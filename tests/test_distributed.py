@@ -9,6 +9,7 @@ test instead of stalling CI.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,7 +246,14 @@ def test_two_processes_match_one_process(tmp_path):
         [f"{k}={v}" for k, v in kw.items() if k != "epochs"]
     _torchrun(args + ["epochs=1"], nproc=2)
     (two / "summary.json").unlink()                      # as if it had stopped after epoch 1
+    mixed = tmp_path / "mixed"                           # the same checkpoint, resumed by one process
+    shutil.copytree(two, mixed)
     _torchrun(args + ["epochs=2", "--resume"], nproc=2)
+    torch.set_num_threads(1)
+    try:
+        ltlab.fit(demo_config(mixed, **kw), resume=True)
+    finally:
+        torch.set_num_threads(threads)
 
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
     assert set(s1) == set(s2)                            # same summary keys as finish_run
@@ -260,6 +268,54 @@ def test_two_processes_match_one_process(tmp_path):
     assert np.allclose(m2["train_loss"], m1["train_loss"], rtol=3e-3)   # float summation order; the kaiming classifier makes early steps larger
     state = torch.load(two / "checkpoint.pt", weights_only=True)
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])   # loads in one process
+
+    # resumed with another process count: the global batch order and the optimizer state carry
+    # over, so epoch 2 on one process is the uninterrupted run's epoch 2
+    m3 = pd.read_csv(mixed / "metrics.csv")
+    assert list(m3["world_size"]) == [2, 1] and m3["seconds"][0] == m2["seconds"][0]   # epoch 1 kept, not retrained
+    assert np.allclose(m3["train_loss"], m1["train_loss"], rtol=3e-3)
+    s3 = json.loads((mixed / "summary.json").read_text())
+    for k in ("top1", "balanced_acc", "ece"):
+        assert s3[k] == pytest.approx(s1[k], abs=0.02), k
+
+
+def _bn_running_means(run_dir) -> np.ndarray:
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["model"]
+    return np.concatenate([v.numpy().ravel() for k, v in state.items() if k.endswith("running_mean")])
+
+
+def test_sync_bn_off_and_a_batch_that_does_not_split(tmp_path):
+    """sync_bn: true takes BatchNorm statistics over the global batch (running means as one
+    process computes them); sync_bn: false over each process's half, which moves them by
+    sampling noise. A batch size that does not split over the processes is refused in one line."""
+    kw = dict(epochs=1, eval_every=1, lr=0.005, schedule="constant", warmup_epochs=0, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = ltlab.fit(demo_config(tmp_path / "one", **kw))
+    finally:
+        torch.set_num_threads(threads)
+    ltlab_bin = [str(BIN / "ltlab")] if (BIN / "ltlab").exists() else ["-m", "ltlab.cli"]
+    args = ltlab_bin + ["train", "dataset=demo", "device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
+    out = {}
+    for sync in ("true", "false"):
+        log = _torchrun(args + [f"run_dir={tmp_path / sync}", f"sync_bn={sync}", "progress=true"], nproc=2)
+        assert f"sync_bn {sync.capitalize()}" in log
+        out[sync] = np.abs(_bn_running_means(tmp_path / sync) - _bn_running_means(one)).max()
+    ref = np.abs(_bn_running_means(one)).max()
+    assert out["true"] < 1e-3 * ref            # float summation order only
+    assert out["false"] > 1e-2 * ref           # half-batch statistics: sampling noise, 10x above it
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    launcher = [str(BIN / "torchrun")] if (BIN / "torchrun").exists() else [sys.executable, "-m", "torch.distributed.run"]
+    proc = subprocess.run(launcher + ["--standalone", "--nproc_per_node=2"] + args
+                          + [f"run_dir={tmp_path / 'odd'}", "batch_size=127"],
+                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    line = "config key 'batch_size' = 127 does not split over 2 processes x accum_steps = 1: use a multiple of 2"
+    assert line in proc.stderr
+    assert 'ltlab/train.py", line' not in proc.stderr      # the workers print one line, no traceback
+    assert not (tmp_path / "odd" / "checkpoint.pt").exists()
 
 
 def test_list_dataset_under_torchrun(tmp_path):

@@ -130,7 +130,7 @@ def test_widget_builders_wrap_the_views(run, tde_run, capsys):
     capsys.readouterr()
     slider.value = 1.0                           # the callback runs the view again
     shown = capsys.readouterr().out              # outside a kernel, display() prints
-    assert "Figure(" in shown and "auroc_msp (%)" in shown                  # the T = 1 numbers, in %
+    assert "Image object" in shown and "auroc_msp (%)" in shown             # a PNG and the T = 1 numbers, in %
     assert f"{100 * run.summary['auroc_msp']:.1f}" in shown
     box = widgets.prior_widget(run, shift_name="backward10")
     shift_dd, source_dd, _ = box.children[0].children
@@ -227,6 +227,15 @@ def test_every_widget_callback_reruns_its_view_with_the_new_knob(run, tde_run, m
         assert len(shown) == 1, knob
         got, want = shown[0][1], view(control.value)[1]
         assert got == pytest.approx(want, nan_ok=True), (knob, value)
+    T_slider, score_dd = widgets.energy_widget(run, T=3.0).children[0].children
+    assert score_dd.value == "energy"
+    shown.clear()
+    score_dd.value = "msp"                       # one score's row is drawn; the numbers stay at T
+    fig, nums = shown[-1]
+    assert nums == pytest.approx(widgets.energy_view(run, 3.0)[1], nan_ok=True)
+    assert len(fig.axes) == 4 and fig.axes[0].get_xlabel() == "MSP"       # all + many / medium / few
+    with pytest.raises(ValueError, match="not one of msp, energy, residual_energy"):
+        widgets.energy_view(run, 1.0, score="entropy")
     box = widgets.prior_widget(run)
     shift_dd, source_dd, _ = box.children[0].children
     shown.clear()
@@ -234,3 +243,33 @@ def test_every_widget_callback_reruns_its_view_with_the_new_knob(run, tde_run, m
     assert shown[-1][1] == pytest.approx(widgets.prior_view(run, "forward50", source="uniform")[1], nan_ok=True)
     shift_dd.value = "backward10"
     assert shown[-1][1] == pytest.approx(widgets.prior_view(run, "backward10", source="uniform")[1], nan_ok=True)
+
+
+def test_energy_widget_redraws_one_figure_in_place(run):
+    """The widget keeps its figure and moves it to the new T: the same histograms, limits and
+    AUROC titles as a figure built from scratch at that T."""
+    box = widgets.energy_widget(run, T=1.0)
+    first, _ = box.ltlab_redraw(T=1.0, score="energy")
+    moved, nums = box.ltlab_redraw(T=4.0, score="energy")
+    assert moved is first and nums == pytest.approx(widgets.energy_numbers(run, 4.0), nan_ok=True)
+    fresh, _ = widgets.energy_view(run, 4.0, score="energy")
+    assert [a.get_title() for a in moved.axes] == [a.get_title() for a in fresh.axes]
+    for a, b in zip(moved.axes, fresh.axes):
+        assert a.get_xlim() == pytest.approx(b.get_xlim()) and a.get_ylim() == pytest.approx(b.get_ylim())
+        assert len(a.patches) == len(b.patches) > 0
+        for pa, pb in zip(a.patches, b.patches):
+            np.testing.assert_allclose(pa.get_data().values, pb.get_data().values)
+            np.testing.assert_allclose(pa.get_data().edges, pb.get_data().edges)
+    assert moved.get_suptitle() == fresh.get_suptitle() and "T = 4" in moved.get_suptitle()
+
+
+def test_widget_bench_times_every_widget(demo_run):
+    """`ltlab bench --widgets`: one row per widget of each run (the synthetic run has a TDE head
+    and a val split, so every widget applies to it); times are reported, not asserted."""
+    from ltlab.widget_bench import SWEEPS, bench_widgets
+
+    table = bench_widgets([demo_run], synthetic=(400, 20))
+    synthetic = table[table["run"] == "synthetic_400x20"]
+    assert set(synthetic["view"]) == set(SWEEPS)
+    assert set(table[table["run"] == demo_run.name]["view"]) == set(SWEEPS) - {"tde"}
+    assert (table["median ms"] > 0).all() and (table["redraws"] == 5).all()
