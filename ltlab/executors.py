@@ -126,6 +126,9 @@ class _SlurmPoint:
     def __call__(self, task: dict) -> dict:
         from ltlab.batch import run_point
 
+        # torch would start a thread per core of the node, not of the allocation
+        if os.environ.get("SLURM_CPUS_PER_TASK"):
+            os.environ.setdefault("OMP_NUM_THREADS", os.environ["SLURM_CPUS_PER_TASK"])
         return run_point(task)
 
     def checkpoint(self, task: dict):

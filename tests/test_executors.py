@@ -2,6 +2,7 @@
 semantics, SLURM tasks that end without a result, parallel local runs, and TensorBoard curves
 across a kill and --resume."""
 import json
+import os
 
 import pytest
 import yaml
@@ -106,6 +107,16 @@ def test_two_local_jobs_overlap(tmp_path, monkeypatch):
     assert [r["status"] for r in recs] == ["ok", "ok"]
     assert recs[0]["pid"] != recs[1]["pid"]
     assert max(r["started"] for r in recs) < min(r["finished"] for r in recs)   # the intervals overlap
+    # the cores shared out: each of the two runs got half of them (unless OMP_NUM_THREADS was set)
+    want = os.environ.get("OMP_NUM_THREADS") or str(X.cpu_threads(2))
+    for s in (0, 1):
+        prov = json.loads((tmp_path / "runs" / "par" / f"seed-{s}" / "provenance.json").read_text())
+        assert prov["device"].endswith(f" {want} threads)"), prov["device"]
+
+
+def test_cpu_threads_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert [X.cpu_threads(j) for j in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
 
 
 def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):

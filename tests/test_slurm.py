@@ -69,6 +69,7 @@ def test_slurm_batch_matches_local_batch(tmp_path, monkeypatch, capsys):
         assert jobs2["bad_seed-0"]["job"] != jobs["bad_seed-0"]["job"]
 
     monkeypatch.chdir(tmp_path / "local")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")     # as the SLURM tasks (cpus: 1), on any number of cores
     assert main(["batch", str(exp), "--executor", "local", "--jobs", "2"]) == 0
     local = _statuses(tmp_path / "local" / "reports")
     assert {k: v["status"] for k, v in local.items()} == {k: v["status"] for k, v in slurm.items()} == {
@@ -79,3 +80,7 @@ def test_slurm_batch_matches_local_batch(tmp_path, monkeypatch, capsys):
         sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
         for key in ("top1", "balanced_acc", "many", "medium", "few", "ece"):
             assert sa[key] == pytest.approx(sb[key], abs=1e-6), key
+    # one thread a task: the executor's cpus (1) under SLURM, the user's OMP_NUM_THREADS locally
+    for where in ("slurm", "local"):
+        prov = json.loads((tmp_path / where / "runs" / "grid" / "s1_seed-0" / "provenance.json").read_text())
+        assert prov["device"].endswith("1 threads)"), where
