@@ -30,7 +30,7 @@ from ltlab.published import PUBLISHED, published
 
 ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "lws", "tau_norm", "ncm", "la_posthoc",
          "tde", "mislas_stage1", "mislas", "balpoe", "enmos")
-PERCENT = ("top1", "many", "medium", "few", "ece", "ece_ts")
+PERCENT = ("top1", "many", "medium", "few", "ece", "ece_ts", "auroc_msp")   # all in %, one decimal
 COLUMNS = {"top1": "top-1", "many": "many", "medium": "medium", "few": "few", "ece": "ECE",
            "ece_ts": "ECE (TS)", "auroc_msp": "AUROC (MSP)"}
 BLOCK = re.compile(r"(<!-- begin: (ltlab table [^>]*?) -->\n)(.*?)(<!-- end: ltlab table -->)", re.S)

@@ -262,6 +262,9 @@ def test_two_processes_match_one_process(tmp_path):
     assert s2["nll"] == pytest.approx(s1["nll"], rel=0.05)
     z1, z2 = (np.load(d / "predictions" / "test.npz") for d in (one, two))
     assert np.array_equal(z1["labels"], z2["labels"]) and z2["logits"].shape == (1000, 10)   # every image once
+    # no logit comparison here: through 18 SGD steps float-order noise is amplified (one process
+    # on 1 vs 2 threads flips 10% of the test argmaxes and moves logits by up to 19 of 55 in this
+    # setting); test_sync_bn_off_and_a_batch_that_does_not_split compares logits at lr 1e-12
     assert np.load(two / "predictions" / "val.npz")["labels"].shape == (200,)
     m1, m2 = (pd.read_csv(d / "metrics.csv") for d in (one, two))
     assert list(m2["epoch"]) == [1, 2] and list(m2["world_size"]) == [2, 2] and list(m2["effective_batch"]) == [128] * 2
@@ -288,7 +291,10 @@ def test_sync_bn_off_and_a_batch_that_does_not_split(tmp_path):
     """sync_bn: true takes BatchNorm statistics over the global batch (running means as one
     process computes them); sync_bn: false over each process's half, which moves them by
     sampling noise. A batch size that does not split over the processes is refused in one line."""
-    kw = dict(epochs=1, eval_every=1, lr=0.005, schedule="constant", warmup_epochs=0, progress=False)
+    # lr 1e-12 (0 is refused): the weights stay at their seeded init, so what differs is only the data path (the
+    # global batch order, BatchNorm statistics, the sharded test set gathered back) and float
+    # summation order, which nothing amplifies
+    kw = dict(epochs=1, eval_every=1, lr=1e-12, schedule="constant", warmup_epochs=0, progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -303,10 +309,13 @@ def test_sync_bn_off_and_a_batch_that_does_not_split(tmp_path):
         assert f"sync_bn {sync.capitalize()}" in log
         out[sync] = np.abs(_bn_running_means(tmp_path / sync) - _bn_running_means(one)).max()
     ref = np.abs(_bn_running_means(one)).max()
-    # measured here: 0.0042 (sync) and 0.044 (per process) of running means up to 4.9, after
-    # 9 steps in which float-order noise in the weights also moves the synchronised means
-    assert out["true"] < 2e-3 * ref
-    assert out["false"] > 5 * out["true"]      # half-batch statistics: sampling noise, 10x the float noise
+    assert out["true"] < 1e-4 * ref
+    # measured here: 3.6e-05 (sync) and 0.018 (per process) of running means up to 5.0
+    assert out["false"] > 1e-3 * ref and out["false"] > 100 * out["true"]   # half-batch statistics
+    z1, z2 = (np.load(d / "predictions" / "test.npz")["logits"] for d in (one, tmp_path / "true"))
+    gap = np.abs(z1 - z2).max() / np.abs(z1).max()
+    print(f"logits, 2 processes vs 1 at lr 1e-12: {gap:.1e} of the largest")
+    assert gap < 1e-4 and np.array_equal(z1.argmax(1), z2.argmax(1))
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
     launcher = [str(BIN / "torchrun")] if (BIN / "torchrun").exists() else [sys.executable, "-m", "torch.distributed.run"]

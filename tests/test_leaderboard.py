@@ -32,7 +32,7 @@ def test_mean_std_n_and_published(tmp_path):
     rows = {r["method"]: r for r in leaderboard.rows(tmp_path, benchmark="cifar10_lt_if100")}
     ce = rows["ce"]
     assert (ce["n"], ce["top-1"], ce["many"], ce["ECE"]) == (2, "62.0 ± 2.8", "85.0 ± 7.1", "21.0 ± 1.4")
-    assert (ce["ECE (TS)"], ce["AUROC (MSP)"], ce["device"], ce["epochs"]) == ("n/a", "0.760 ± 0.014", "CPU", "200")
+    assert (ce["ECE (TS)"], ce["AUROC (MSP)"], ce["device"], ce["epochs"]) == ("n/a", "76.0 ± 1.4", "CPU", "200")
     assert ce["published top-1"] == "70.4" and ce["recomputable"] == "no (no predictions)"
     assert rows["focal"]["n"] == 0 and rows["focal"]["top-1"] == "–"          # every recipe is listed
     assert rows["my_method"]["published top-1"] == "n/a"
