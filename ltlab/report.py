@@ -97,8 +97,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def config_label(config: str, keys: list) -> str:
+    """'method, key=value, ...' over the keys that vary; a key this configuration leaves unset
+    (None: the method's own default) is left out, which still tells it from one that sets it."""
     d = json.loads(config)
-    return ", ".join(str(d.get(k)) if k == "method" else f"{k}={d.get(k)}" for k in keys) or "all runs"
+    return ", ".join(str(d.get(k)) if k == "method" else f"{k}={d.get(k)}" for k in keys
+                     if k == "method" or d.get(k) is not None) or "all runs"
 
 
 def group_figure_png(table: pd.DataFrame, labels: list) -> bytes:

@@ -122,10 +122,10 @@ def test_demo_analysis_chain(batch):
     fake.fail = {"balanced_softmax"}           # one method fails: no analysis, not compared
     index = run(spec)
     train = [c[1] for c in fake.calls if c[0] == "01_train"]
-    names = [f"{r}_seed-{s}" for r in ("ce", "balanced_softmax", "tau_norm") for s in (0, 1)]
+    names = [f"{r}_seed-{s}" for r in ("ce", "balanced_softmax", "la_posthoc") for s in (0, 1)]
     assert sorted(train) == sorted(f"{n}.ipynb" for n in names)
     for s in (0, 1):                           # a stage two after its own stage one
-        assert train.index(f"tau_norm_seed-{s}.ipynb") > train.index(f"ce_seed-{s}.ipynb")
+        assert train.index(f"la_posthoc_seed-{s}.ipynb") > train.index(f"ce_seed-{s}.ipynb")
     runs = tmp / "runs" / "demo_analysis"
     done = [n for n in names if not n.startswith("balanced_softmax")]
     for name in done:
@@ -144,3 +144,16 @@ def test_demo_analysis_chain(batch):
         s = json.loads((runs / name / "summary.json").read_text())
         assert _pct(s["top1"]) in cells and _pct(s["balanced_acc"]) in cells
         assert all(f"{name}__{nb}.html" in "".join(cells) for nb in ("02_energy", "03_calibration"))
+
+
+def test_config_labels_leave_out_unset_keys():
+    import json
+
+    from ltlab.report import config_label, varying_keys
+
+    configs = [json.dumps(c) for c in ({"method": "ce", "epochs": 40, "stage1_run": None},
+                                       {"method": "la_posthoc", "epochs": None, "stage1_run": "@ce"},
+                                       {"method": "ce", "epochs": 10, "stage1_run": None})]
+    keys = varying_keys(configs)
+    assert [config_label(c, keys) for c in configs] == ["ce, epochs=40", "la_posthoc, stage1_run=@ce",
+                                                        "ce, epochs=10"]
