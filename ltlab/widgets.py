@@ -312,6 +312,7 @@ def figure_png(fig) -> bytes:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
+    fig._ltlab_drawn = True   # its layout is solved: _SameLayout may copy it
     return buf.getvalue()
 
 
@@ -330,8 +331,38 @@ def show_view(result) -> None:
     display(numbers_table(nums))
 
 
+class _SameLayout:
+    """A view whose every redraw has the same axes: the constrained layout of the last drawn
+    figure is put on the new one instead of being solved again (a third to a half of a redraw
+    here, ``ltlab bench --widgets``). A figure with other axes is laid out afresh."""
+
+    def __init__(self, view):
+        self.view, self.last = view, None
+
+    def __call__(self, *args, **kwargs):
+        fig, nums = self.view(*args, **kwargs)
+        last, self.last = self.last, fig
+        if last is not None and last is not fig and _same_grid(last, fig) and getattr(last, "_ltlab_drawn", False):
+            fig.set_layout_engine("none")
+            for a, b in zip(last.axes, fig.axes):
+                b.set_position(a.get_position())
+        return fig, nums
+
+
+def _same_grid(a, b) -> bool:
+    """Same size, same subplot grid, titles of as many lines (a two-line title needs room)."""
+    def grid(fig):
+        spec = [ax.get_subplotspec().get_geometry() if ax.get_subplotspec() else None for ax in fig.axes]
+        lines = [ax.get_title().count("\n") for ax in fig.axes]
+        return spec, lines, (fig.get_suptitle() or "").count("\n"), tuple(fig.get_size_inches())
+    return len(a.axes) == len(b.axes) and grid(a) == grid(b)
+
+
 def _panel(view, run, controls: dict, **fixed):
     import ipywidgets as w
+
+    if not isinstance(view, _EnergyFigures):
+        view = _SameLayout(view)
 
     def render(**knobs):
         show_view(view(run, **knobs, **fixed))

@@ -273,3 +273,20 @@ def test_widget_bench_times_every_widget(demo_run):
     assert set(synthetic["view"]) == set(SWEEPS)
     assert set(table[table["run"] == demo_run.name]["view"]) == set(SWEEPS) - {"tde"}
     assert (table["median ms"] > 0).all() and (table["redraws"] == 5).all()
+
+
+def test_widgets_reuse_the_layout_of_their_last_figure(run):
+    """After the first drawn figure, a redraw puts that figure's axes positions on the new one
+    (no second constrained-layout solve); a figure of another shape is laid out afresh."""
+    box = widgets.logit_adjust_widget(run)
+    first, _ = box.ltlab_redraw(tau=0.5)
+    widgets.figure_png(first)
+    second, nums = box.ltlab_redraw(tau=1.5)
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    assert second is not first and not isinstance(second.get_layout_engine(), ConstrainedLayoutEngine)
+    assert [a.get_position().bounds for a in second.axes] == [a.get_position().bounds for a in first.axes]
+    assert nums == pytest.approx(widgets.logit_adjust_view(run, 1.5)[1])
+    assert widgets.figure_png(second)[:4] == b"\x89PNG"
+    fresh, _ = widgets.logit_adjust_view(run, 1.5)
+    assert isinstance(fresh.get_layout_engine(), ConstrainedLayoutEngine)   # a view called directly: its own
