@@ -24,6 +24,7 @@ from ltlab.viz_analysis import (GROUP_COLORS, _figure, _mark_shot_boundaries, _n
 __all__ = [
     "learning_curves", "per_class_accuracy_vs_count", "group_bars", "reliability_diagram",
     "reliability_before_after", "reliability_by_group", "score_distributions", "set_score_temperature",
+    "set_per_class_accuracy",
     "risk_coverage_curves", "weight_norms", "confusion_matrix", "accuracy_across_shifts",
     "energy_vs_count",
 ]
@@ -79,32 +80,45 @@ def _markers(n_points: int):
 # --------------------------------------------------------------------------- shot groups
 
 
+def _binned_means(x, acc):
+    """Mean accuracy in log-spaced count bins (at least 2, at most 10, about 5 classes each)."""
+    valid = np.isfinite(acc)
+    if valid.sum() < 2 or np.ptp(x[valid]) <= 0:
+        return None
+    n_bins = int(np.clip(valid.sum() // 5, 2, 10))
+    edges = np.geomspace(x[valid].min(), x[valid].max() * (1 + 1e-9), n_bins + 1)
+    idx = np.digitize(x[valid], edges) - 1
+    cx, cy = [], []
+    for b in range(n_bins):
+        sel = idx == b
+        if sel.any():
+            cx.append(np.exp(np.log(x[valid][sel]).mean()))
+            cy.append(acc[valid][sel].mean())
+    return cx, cy
+
+
+def _group_label(g, m, acc) -> str:
+    return f"{GROUPS[g]}: {int(m.sum())} classes, mean {np.nanmean(acc[m]):.1%}"
+
+
 def per_class_accuracy_vs_count(per_class_acc, train_counts, class_names=None) -> Figure:
     """Per-class accuracy against training count (log x): scatter coloured by shot group,
-    the mean accuracy in log-spaced count bins, dashed lines at 20 and 100 images."""
+    the mean accuracy in log-spaced count bins, dashed lines at 20 and 100 images.
+    :func:`set_per_class_accuracy` moves the same figure to other accuracies (widgets)."""
     acc = _np(per_class_acc, float)
     counts = _np(train_counts, float)
     x = np.maximum(counts, 1.0)
     groups = shot_groups(_np(train_counts))
     fig = _figure((7.0, 4.4))
     ax = fig.subplots()
+    scatters = {}
     for g in range(3):
         m = groups == g
         if m.any():
-            ax.scatter(x[m], acc[m], s=22, alpha=0.75, color=GROUP_COLORS[g],
-                       label=f"{GROUPS[g]}: {int(m.sum())} classes, mean {np.nanmean(acc[m]):.1%}")
-    valid = np.isfinite(acc)
-    if valid.sum() >= 2 and np.ptp(x[valid]) > 0:
-        n_bins = int(np.clip(valid.sum() // 5, 2, 10))
-        edges = np.geomspace(x[valid].min(), x[valid].max() * (1 + 1e-9), n_bins + 1)
-        idx = np.digitize(x[valid], edges) - 1
-        cx, cy = [], []
-        for b in range(n_bins):
-            sel = idx == b
-            if sel.any():
-                cx.append(np.exp(np.log(x[valid][sel]).mean()))
-                cy.append(acc[valid][sel].mean())
-        ax.plot(cx, cy, "-D", color="black", ms=4, lw=1.5, label="binned mean")
+            scatters[g] = ax.scatter(x[m], acc[m], s=22, alpha=0.75, color=GROUP_COLORS[g],
+                                     label=_group_label(g, m, acc))
+    binned = _binned_means(x, acc)
+    line = ax.plot(*binned, "-D", color="black", ms=4, lw=1.5, label="binned mean")[0] if binned else None
     if class_names is not None and len(acc) <= 30:
         for xi, yi, name in zip(x, acc, class_names):
             ax.annotate(str(name), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7)
@@ -116,6 +130,33 @@ def per_class_accuracy_vs_count(per_class_acc, train_counts, class_names=None) -
     ax.grid(alpha=0.3, which="both")
     # outside the axes: tail classes sit low-left, head classes high-right, any corner can hide one
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
+    fig._ltlab_pca = dict(x=x, groups=groups, scatters=scatters, line=line,
+                          annotated=class_names is not None and len(acc) <= 30)
+    return fig
+
+
+def set_per_class_accuracy(fig: Figure, per_class_acc) -> Figure:
+    """Move a :func:`per_class_accuracy_vs_count` figure to other per-class accuracies of the
+    same classes, in place: points, binned means and the legend's group means."""
+    st = fig._ltlab_pca
+    if st["annotated"]:
+        raise ValueError("a figure with class-name annotations is not updated in place; build a new one")
+    acc, x, groups = _np(per_class_acc, float), st["x"], st["groups"]
+    if acc.shape != x.shape:
+        raise ValueError(f"{acc.size} per-class accuracies for a figure of {x.size} classes")
+    ax = fig.axes[0]
+    labels = []
+    for g, coll in st["scatters"].items():
+        m = groups == g
+        coll.set_offsets(np.column_stack([x[m], acc[m]]))
+        coll.set_label(_group_label(g, m, acc))
+        labels.append(coll.get_label())
+    if st["line"] is not None:
+        binned = _binned_means(x, acc)
+        st["line"].set_data(*binned)
+        labels.append("binned mean")
+    for text, label in zip(ax.get_legend().get_texts(), labels):
+        text.set_text(label)
     return fig
 
 

@@ -56,9 +56,10 @@ def _accuracy_numbers(logits, labels, counts) -> dict:
     return out
 
 
-def _accuracy_figure(logits, labels, counts, title: str) -> Figure:
+def _accuracy_figure(logits, labels, counts, title: str, into: Figure | None = None) -> Figure:
+    """Per-class accuracy vs count; ``into``: a figure of this kind to move in place."""
     pca = M.per_class_accuracy(np.asarray(logits).argmax(1), labels, len(counts))
-    fig = viz.per_class_accuracy_vs_count(pca, counts)
+    fig = viz.per_class_accuracy_vs_count(pca, counts) if into is None else viz.set_per_class_accuracy(into, pca)
     fig.axes[0].set_title(title)
     return fig
 
@@ -146,9 +147,9 @@ def is_tde(run) -> bool:
     return "tde_weight" in p and "features" in p
 
 
-def tde_view(run, alpha: float | None = None, split: str = "test"):
+def tde_view(run, alpha: float | None = None, split: str = "test", into: Figure | None = None):
     """TDE logits recomputed for ``alpha`` (None: the run's own) from the saved features,
-    weight and direction; figure: per-class accuracy vs count."""
+    weight and direction; figure: per-class accuracy vs count (``into``: redraw that one)."""
     p = predictions(run, split)
     if "tde_weight" not in p:
         raise ValueError(f"run '{run.path}' is not a TDE run (no tde_weight in its predictions)")
@@ -156,18 +157,18 @@ def tde_view(run, alpha: float | None = None, split: str = "test"):
     z = posthoc_tde.from_predictions(p, a)
     nums = {"alpha": a, **_accuracy_numbers(z, p["labels"], p["train_counts"]),
             "ece": M.ece(M.softmax(z), p["labels"])}
-    return _accuracy_figure(z, p["labels"], p["train_counts"], f"TDE, α = {a:g}"), nums
+    return _accuracy_figure(z, p["labels"], p["train_counts"], f"TDE, α = {a:g}", into), nums
 
 
-def logit_adjust_view(run, tau: float = 1.0, split: str = "test"):
+def logit_adjust_view(run, tau: float = 1.0, split: str = "test", into: Figure | None = None):
     """Post-hoc logit adjustment f - tau log pi (pi: the prior the logits encode, see
-    shift.model_prior_counts; tau 0 = raw logits)."""
+    shift.model_prior_counts; tau 0 = raw logits); ``into``: redraw that figure in place."""
     p = predictions(run, split)
     src = shift.model_prior_counts(run.config, p["train_counts"], p)
     z = posthoc.logit_adjust(p["logits"], src, tau)
     nums = {"tau": float(tau), **_accuracy_numbers(z, p["labels"], p["train_counts"]),
             "ece": M.ece(M.softmax(z), p["labels"])}
-    return _accuracy_figure(z, p["labels"], p["train_counts"], f"logit adjustment, τ = {tau:g}"), nums
+    return _accuracy_figure(z, p["labels"], p["train_counts"], f"logit adjustment, τ = {tau:g}", into), nums
 
 
 def source_counts(run, source: str = "auto") -> np.ndarray:
@@ -349,6 +350,21 @@ class _SameLayout:
         return fig, nums
 
 
+class _InPlace:
+    """A view that can redraw its last figure (``into=``): the widget keeps one figure, moved
+    to each new knob value, its layout frozen after the first draw (as the energy widget)."""
+
+    def __init__(self, view):
+        self.view, self.fig = view, None
+
+    def __call__(self, *args, **kwargs):
+        if self.fig is not None and getattr(self.fig, "_ltlab_drawn", False):
+            self.fig.set_layout_engine("none")
+        fig, nums = self.view(*args, **kwargs, into=self.fig)
+        self.fig = fig
+        return fig, nums
+
+
 def _same_grid(a, b) -> bool:
     """Same size, same subplot grid, titles of as many lines (a two-line title needs room)."""
     def grid(fig):
@@ -361,7 +377,9 @@ def _same_grid(a, b) -> bool:
 def _panel(view, run, controls: dict, **fixed):
     import ipywidgets as w
 
-    if not isinstance(view, _EnergyFigures):
+    if view in (logit_adjust_view, tde_view):
+        view = _InPlace(view)
+    elif not isinstance(view, _EnergyFigures):
         view = _SameLayout(view)
 
     def render(**knobs):

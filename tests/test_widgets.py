@@ -278,15 +278,37 @@ def test_widget_bench_times_every_widget(demo_run):
 def test_widgets_reuse_the_layout_of_their_last_figure(run):
     """After the first drawn figure, a redraw puts that figure's axes positions on the new one
     (no second constrained-layout solve); a figure of another shape is laid out afresh."""
-    box = widgets.logit_adjust_widget(run)
-    first, _ = box.ltlab_redraw(tau=0.5)
-    widgets.figure_png(first)
-    second, nums = box.ltlab_redraw(tau=1.5)
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+    box = widgets.calibration_widget(run)
+    first, _ = box.ltlab_redraw(temperature=0.5)
+    widgets.figure_png(first)
+    second, nums = box.ltlab_redraw(temperature=1.5)
     assert second is not first and not isinstance(second.get_layout_engine(), ConstrainedLayoutEngine)
     assert [a.get_position().bounds for a in second.axes] == [a.get_position().bounds for a in first.axes]
-    assert nums == pytest.approx(widgets.logit_adjust_view(run, 1.5)[1])
+    assert nums == pytest.approx(widgets.calibration_view(run, 1.5)[1])
     assert widgets.figure_png(second)[:4] == b"\x89PNG"
-    fresh, _ = widgets.logit_adjust_view(run, 1.5)
+    fresh, _ = widgets.calibration_view(run, 1.5)
     assert isinstance(fresh.get_layout_engine(), ConstrainedLayoutEngine)   # a view called directly: its own
+
+
+@pytest.mark.parametrize("which", ["logit_adjust", "tde"])
+def test_accuracy_widgets_move_one_figure(which, run, tde_run):
+    """The logit-adjustment and TDE widgets keep one figure: after a move it shows what a figure
+    built from scratch at the new knob shows (points, binned means, legend, title)."""
+    if which == "tde":
+        box, knob, view, r = widgets.tde_widget(tde_run), "alpha", widgets.tde_view, tde_run
+    else:
+        box, knob, view, r = widgets.logit_adjust_widget(run), "tau", widgets.logit_adjust_view, run
+    first, _ = box.ltlab_redraw(**{knob: 0.0})
+    widgets.figure_png(first)
+    moved, nums = box.ltlab_redraw(**{knob: 1.5})
+    fresh, want = view(r, 1.5)
+    assert moved is first and nums == pytest.approx(want)
+    a, b = moved.axes[0], fresh.axes[0]
+    assert a.get_title() == b.get_title() and "1.5" in a.get_title()
+    assert len(a.collections) == len(b.collections) > 0
+    for ca, cb in zip(a.collections, b.collections):
+        np.testing.assert_allclose(ca.get_offsets(), cb.get_offsets())
+    np.testing.assert_allclose(a.lines[0].get_ydata(), b.lines[0].get_ydata())
+    assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
