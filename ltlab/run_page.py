@@ -67,6 +67,29 @@ def provenance_rows(prov: dict) -> list[tuple[str, str]]:
     return rows
 
 
+# the knob a post-hoc method applies at test time, as its predictions record it:
+# (array, what to call it, the array of the val curve it was chosen from when it was)
+POSTHOC_KNOBS = (("la_tau", "logit adjustment τ", "la_tau_grid"), ("tau", "τ-norm τ", "tau_grid"),
+                 ("tde_alpha", "TDE α", None))
+
+
+def posthoc_knob(run_dir) -> str:
+    """'; logit adjustment τ = 1.2, chosen on the validation split' for a run whose predictions
+    carry a post-hoc knob, else ''."""
+    f = Path(run_dir) / "predictions" / "test.npz"
+    if not f.is_file():
+        return ""
+    import numpy as np
+
+    with np.load(f) as arrays:
+        for key, name, grid in POSTHOC_KNOBS:
+            if key in arrays.files and arrays[key].size == 1:
+                how = "chosen on the validation split" if grid and grid in arrays.files and \
+                    arrays[grid].size > 1 else "as configured"
+                return f"; {name} = {float(arrays[key]):.3g}, {how}"
+    return ""
+
+
 def header(run_dir) -> HTML:
     """Key numbers (test split, last epoch) and provenance of a finished run."""
     run_dir = Path(run_dir)
@@ -77,6 +100,7 @@ def header(run_dir) -> HTML:
     cells = "".join(f"<td>{percent(summary.get(k))}</td>" for k in KEY_NUMBERS)
     t = summary.get("temperature")
     note = f"; TS: temperature {t:.3g} fitted on the validation split" if t is not None else ""
+    note += posthoc_knob(run_dir)
     prov_rows = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td class='l'><code>{html.escape(str(v))}</code></td></tr>"
                         for k, v in provenance_rows(prov))
     title = f"{prov.get('method') or ''} on {prov.get('dataset') or ''}, seed {prov.get('seed')}" if prov else run_dir.name

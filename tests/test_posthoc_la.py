@@ -36,6 +36,11 @@ def test_la_posthoc_run_matches_numpy(demo_run, tmp_path):
     assert float(out["la_tau"]) == pytest.approx(tau)
     np.testing.assert_allclose(out["logits"], test["logits"] - tau * lp, atol=1e-4)
     assert la.summary["epochs"] == 0 and la.config["stage1_run"] == str(demo_run)
+    from ltlab.run_page import header, posthoc_knob   # the run page says which tau it applied
+
+    assert posthoc_knob(run) == f"; logit adjustment τ = {tau:.3g}, chosen on the validation split"
+    assert f"logit adjustment τ = {tau:.3g}, chosen on the validation split" in str(header(run))
+    assert posthoc_knob(demo_run) == ""
 
 
 def test_la_posthoc_refuses_what_it_cannot_adjust(demo_run, tmp_path):
