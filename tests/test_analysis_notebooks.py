@@ -51,7 +51,8 @@ def _execute(name, out, **params):
     import papermill
 
     return papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                                      kernel_name="ltlab", cwd=str(REPO), progress_bar=False)
+                                      kernel_name="ltlab", cwd=str(REPO), progress_bar=False,
+                                      execution_timeout=600)   # a hung cell fails, in 10 min, not at pytest-timeout
 
 
 def _outputs(nb):
