@@ -2,13 +2,14 @@
 
 ``ltlab bench --widgets [RUN_DIR ...]`` builds each widget of :mod:`ltlab.widgets` and times
 what moving its control computes: the view's arithmetic, the figure rendered to PNG (what
-:func:`ltlab.widgets.show_view` sends to the browser) and the numbers table rendered to HTML. Each knob is moved
-through a few values across its slider range after one warm-up redraw (the predictions are
-then cached, as in a notebook where the widget was just displayed). Besides the given runs,
-a synthetic run of ``--synthetic N,C`` (default 10,000 test images x 100 classes, the size of
-CIFAR-100's test split) carries the arrays of a linear head and of a TDE head, so every view
-is timed at that size. Times are wall-clock and depend on the machine's load: the table
-says what was measured, nothing asserts a threshold.
+:func:`ltlab.widgets.show_view` sends to the browser) and the numbers table rendered to
+HTML. Each knob is moved through a few values across its slider range after one warm-up
+redraw (the predictions are then cached, as in a notebook where the widget was just
+displayed). Besides the given runs, a synthetic run of ``--synthetic N,C`` (default 10,000
+test images x 100 classes, the size of CIFAR-100's test split) carries the arrays of a
+linear head, of a TDE head and a val split, so every view is timed at that size. Times are
+wall-clock and depend on the machine's load: the table says what was measured, nothing
+asserts a threshold.
 """
 from __future__ import annotations
 
