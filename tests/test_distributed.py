@@ -291,9 +291,9 @@ def test_sync_bn_off_and_a_batch_that_does_not_split(tmp_path):
     """sync_bn: true takes BatchNorm statistics over the global batch (running means as one
     process computes them); sync_bn: false over each process's half, which moves them by
     sampling noise. A batch size that does not split over the processes is refused in one line."""
-    # lr 1e-12 (0 is refused): the weights stay at their seeded init, so what differs is only the data path (the
-    # global batch order, BatchNorm statistics, the sharded test set gathered back) and float
-    # summation order, which nothing amplifies
+    # lr 1e-12 (0 is refused): the weights stay at their seeded init, so what differs is only
+    # the data path (the global batch order, BatchNorm statistics, the sharded test set
+    # gathered back) and float summation order, which nothing amplifies
     kw = dict(epochs=1, eval_every=1, lr=1e-12, schedule="constant", warmup_epochs=0, progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
