@@ -39,7 +39,7 @@ class SameLayout:
 
 class InPlace:
     """A view that can redraw its last figure (``into=``): the widget keeps one figure, moved
-    to each new knob value, its layout frozen after the first draw (as the energy widget)."""
+    to each new knob value, its layout frozen after the first draw."""
 
     def __init__(self, view):
         self.view, self.fig = view, None

@@ -80,34 +80,21 @@ def energy_numbers(run, T: float = 1.0, split: str = "test") -> dict:
     return nums
 
 
-def energy_view(run, T: float = 1.0, split: str = "test", score: str | None = None):
+def energy_view(run, T: float = 1.0, split: str = "test", score: str | None = None,
+                into: Figure | None = None):
     """Score distributions (MSP, -E, residual energy at temperature T) for correct vs
     incorrect predictions per group; numbers: AUROC and AURC of each score. ``score`` draws
-    that score's row only (the widget's choice: a quarter of the drawing per redraw)."""
+    that score's row only (the widget's choice: a quarter of the drawing per redraw);
+    ``into``: a figure of the same scores to move to T in place (viz.set_score_temperature)."""
     if score is not None and score not in FAILURE_SCORES:
         raise ValueError(f"score '{score}' is not one of {', '.join(FAILURE_SCORES)}")
-    p = predictions(run, split)
-    fig = viz.score_distributions(p["logits"], p["labels"], p["train_counts"],
-                                  scores=(score,) if score else FAILURE_SCORES, T=T)
+    drawn = [score] if score else list(FAILURE_SCORES)
+    if into is not None and getattr(into, "_ltlab_scores", {}).get("scores") == drawn:
+        fig = viz.set_score_temperature(into, T)
+    else:
+        p = predictions(run, split)
+        fig = viz.score_distributions(p["logits"], p["labels"], p["train_counts"], scores=drawn, T=T)
     return fig, energy_numbers(run, T, split)
-
-
-class _EnergyFigures:
-    """The energy widget's view: one figure per score, built once and then redrawn in place at
-    each new T (viz.set_score_temperature), its layout frozen after the first draw. Building
-    the axes and laying them out was most of a redraw's cost (``ltlab bench --widgets``)."""
-
-    def __init__(self, split: str):
-        self.split, self.figs = split, {}
-
-    def __call__(self, run, T: float, score: str):
-        fig = self.figs.get(score)
-        if fig is None:
-            fig = self.figs[score] = energy_view(run, T, self.split, score)[0]
-        else:
-            fig.set_layout_engine("none")   # keep the constrained layout of the first draw
-            viz.set_score_temperature(fig, T)
-        return fig, energy_numbers(run, T, self.split)
 
 
 def calibration_view(run, temperature: float = 1.0, split: str = "test", n_bins: int = 15):
@@ -197,12 +184,12 @@ def em_calibration(run, method: str = "bcts", source: str = "auto") -> calibrate
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
     f = Path(run.path) / "predictions" / "val.npz"
-    return _fitted_calibration(str(f.resolve()), f.stat().st_mtime_ns, method, tuple(src))
+    return _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
 
 
 @lru_cache(maxsize=16)   # fitted once per run, method and source prior: a dropdown move only reruns EM
-def _fitted_calibration(val_file: str, mtime_ns: int, method: str, src: tuple) -> calibrated_em.Calibration:
-    val = _load(str(Path(val_file).parent.parent), "val", mtime_ns)
+def _fitted_calibration(run_dir: str, mtime_ns: int, method: str, src: tuple) -> calibrated_em.Calibration:
+    val = _load(run_dir, "val", mtime_ns)
     return calibrated_em.fit_calibration(method, val["logits"], val["labels"], np.asarray(src))
 
 
@@ -322,12 +309,8 @@ def show_view(result) -> None:
 
 
 def _panel(view, run, controls: dict, **fixed):
+    """Controls wired to ``view`` (an InPlace or SameLayout around a view, ltlab.redraw)."""
     import ipywidgets as w
-
-    if view in (logit_adjust_view, tde_view):
-        view = InPlace(view)
-    elif not isinstance(view, _EnergyFigures):
-        view = SameLayout(view)
 
     def render(**knobs):
         show_view(view(run, **knobs, **fixed))
@@ -353,28 +336,28 @@ def energy_widget(run, T: float = 1.0, split: str = "test", score: str = "energy
     import ipywidgets as w
 
     labels = {"msp": "MSP", "energy": "−E(x)", "residual_energy": "residual energy"}
-    return _panel(_EnergyFigures(split), run,
+    return _panel(InPlace(energy_view), run,
                   {"T": _slider("energy T", T, 0.05, 20.0, 0.05, log=True),
                    "score": w.Dropdown(options=[(labels[k], k) for k in FAILURE_SCORES], value=score,
-                                       description="score")})
+                                       description="score")}, split=split)
 
 
 def calibration_widget(run, temperature: float = 1.0, split: str = "test"):
-    return _panel(calibration_view, run,
+    return _panel(SameLayout(calibration_view), run,
                   {"temperature": _slider("temperature", temperature, 0.05, 20.0, 0.02, log=True)}, split=split)
 
 
 def tau_widget(run, tau: float = 1.0):
-    return _panel(tau_view, run, {"tau": _slider("tau-norm τ", tau, 0.0, 2.0, 0.05)})
+    return _panel(SameLayout(tau_view), run, {"tau": _slider("tau-norm τ", tau, 0.0, 2.0, 0.05)})
 
 
 def tde_widget(run, alpha: float | None = None):
     a = float(predictions(run)["tde_alpha"]) if alpha is None else alpha
-    return _panel(tde_view, run, {"alpha": _slider("TDE α", a, 0.0, 3.0, 0.05)})
+    return _panel(InPlace(tde_view), run, {"alpha": _slider("TDE α", a, 0.0, 3.0, 0.05)})
 
 
 def logit_adjust_widget(run, tau: float = 1.0):
-    return _panel(logit_adjust_view, run, {"tau": _slider("logit adjustment τ", tau, -1.0, 3.0, 0.05)})
+    return _panel(InPlace(logit_adjust_view), run, {"tau": _slider("logit adjustment τ", tau, -1.0, 3.0, 0.05)})
 
 
 def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
@@ -387,12 +370,12 @@ def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calib
                                      description="logit prior"),
                 "calibration": w.Dropdown(options=list(calibrated_em.CALIBRATIONS), value=calibration,
                                           description="EM calibration")}
-    return _panel(prior_view, run, controls, subsets=subsets)
+    return _panel(SameLayout(prior_view), run, controls, subsets=subsets)
 
 
 def leaderboard_widget(board, metric: str = "balanced_acc"):
     import ipywidgets as w
 
     options = [c[:-5] for c in board.columns if c.endswith(" mean")]
-    return _panel(lambda b, metric: leaderboard_view(b, metric), board,
+    return _panel(SameLayout(leaderboard_view), board,
                   {"metric": w.Dropdown(options=options, value=metric, description="metric")})
