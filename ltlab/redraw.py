@@ -12,9 +12,15 @@ import io
 def figure_png(fig) -> bytes:
     """The figure as PNG, drawn once: ltlab's figures lay themselves out (constrained layout),
     so the inline backend's bbox_inches='tight', which draws everything a second time to
-    measure it, is not needed."""
+    measure it, is not needed. Nor is savefig's own pre-draw: it runs one (text layout and
+    all, about half a redraw) for any figure with a layout engine, even the placeholder that
+    a frozen layout leaves, while Agg's print_png lays out (if an engine is set) as it draws."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.canvas.print_png(buf)
     fig._ltlab_drawn = True   # its layout is solved: SameLayout may copy it
     return buf.getvalue()
 

@@ -208,36 +208,57 @@ def _value(v):
 
 
 def _draw_reliability(ax, conf, correct, n_bins, ece_value, title) -> dict:
+    # every bin gets a bar (empty ones hidden) so set_reliability can move them in place
     bins = calibration_bins(conf, correct, n_bins=n_bins)
     edges = _np(bins["edges"], float)
-    acc, cf, cnt = _np(bins["acc"], float), _np(bins["conf"], float), _np(bins["count"])
-    keep = cnt > 0
-    left, width = edges[:-1][keep], np.diff(edges)[keep]
-    ax.bar(left, acc[keep], width=width, align="edge", color="tab:blue", edgecolor="black",
-           linewidth=0.6, label=ACC_LABEL)
-    ax.bar(left, cf[keep] - acc[keep], bottom=acc[keep], width=width, align="edge",
-           facecolor=(1, 0, 0, 0.25), edgecolor="red", hatch="//", linewidth=0.6,
-           label=f"{GAP_LABEL_PREFIX} (ECE = {100 * ece_value:.2f}%)")
+    acc_bars = ax.bar(edges[:-1], np.zeros(n_bins), width=np.diff(edges), align="edge", color="tab:blue",
+                      edgecolor="black", linewidth=0.6, label=ACC_LABEL)
+    gap_bars = ax.bar(edges[:-1], np.zeros(n_bins), width=np.diff(edges), align="edge",
+                      facecolor=(1, 0, 0, 0.25), edgecolor="red", hatch="//", linewidth=0.6, label=GAP_LABEL_PREFIX)
     ax.plot([0, 1], [0, 1], ls="--", color="0.3", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
     ax.set_aspect("equal")
-    ax.set_title(title, fontsize=10)
     ax.legend(loc="best", fontsize=8)
+    ax._ltlab_bars = (acc_bars, gap_bars)
+    _move_reliability(ax, bins, ece_value, title)
     return bins
 
 
+def _move_reliability(ax, bins, ece_value, title) -> None:
+    acc_bars, gap_bars = ax._ltlab_bars
+    acc, cf, cnt = _np(bins["acc"], float), _np(bins["conf"], float), _np(bins["count"])
+    for a, g, ai, ci, n in zip(acc_bars, gap_bars, acc, cf, cnt):
+        a.set_visible(n > 0)      # hidden and flat: the legend's "best" place ignores them
+        g.set_visible(n > 0)
+        a.set_height(ai if n > 0 else 0.0)
+        g.set_y(ai if n > 0 else 0.0)
+        g.set_height(ci - ai if n > 0 else 0.0)
+    ax.get_legend().get_texts()[1].set_text(f"{GAP_LABEL_PREFIX} (ECE = {100 * ece_value:.2f}%)")
+    ax.set_title(title, fontsize=10)
+
+
 def _draw_confidence_hist(ax, conf, correct, bins) -> None:
-    edges, cnt = _np(bins["edges"], float), _np(bins["count"], float)
-    pct = 100 * cnt / max(cnt.sum(), 1)
-    ax.bar(edges[:-1], pct, width=np.diff(edges), align="edge", color="tab:blue",
-           edgecolor="black", linewidth=0.6)
-    ax.axvline(np.mean(correct), color="tab:green", ls="--", lw=1.5,
-               label=f"accuracy ({100 * np.mean(correct):.1f}%)")
-    ax.axvline(np.mean(conf), color="tab:red", ls="--", lw=1.5,
-               label=f"avg. confidence ({100 * np.mean(conf):.1f}%)")
+    edges = _np(bins["edges"], float)
+    ax._ltlab_hist = ax.bar(edges[:-1], np.zeros(len(edges) - 1), width=np.diff(edges), align="edge",
+                            color="tab:blue", edgecolor="black", linewidth=0.6)
+    ax.axvline(0.0, color="tab:green", ls="--", lw=1.5, label="accuracy")
+    ax.axvline(0.0, color="tab:red", ls="--", lw=1.5, label="avg. confidence")
     ax.set(xlim=(0, 1), xlabel="confidence", ylabel="% of samples")
     ax.set_title("Confidence histogram", fontsize=10)
     ax.legend(loc="best", fontsize=8)
+    _move_confidence_hist(ax, conf, correct, bins)
+
+
+def _move_confidence_hist(ax, conf, correct, bins) -> None:
+    cnt = _np(bins["count"], float)
+    pct = 100 * cnt / max(cnt.sum(), 1)
+    for bar, h in zip(ax._ltlab_hist, pct):
+        bar.set_height(h)
+    texts = ax.get_legend().get_texts()
+    for line, text, name, x in zip(ax.lines, texts, ("accuracy", "avg. confidence"), (np.mean(correct), np.mean(conf))):
+        line.set_xdata([x, x])
+        text.set_text(f"{name} ({100 * x:.1f}%)")
+    ax.set_ylim(0, 1.05 * max(pct.max(), 1e-9))
 
 
 def _conf_correct(probs, labels):
@@ -248,15 +269,17 @@ def _conf_correct(probs, labels):
 def reliability_diagram(probs, labels, n_bins: int = 15, title: str = "", ax=None) -> Figure:
     """Reliability diagram (Guo et al. 2017) of top-label confidence.
 
-    Bars = per-bin accuracy (empty bins skipped), red hatched gap to the bin's mean
+    Bars = per-bin accuracy (empty bins hidden), red hatched gap to the bin's mean
     confidence, dashed y = x, ECE in the legend; beside it the confidence histogram (% of
     samples per bin) with lines at mean accuracy and mean confidence. ``ax`` may be one Axes
-    (diagram only) or a pair (diagram, histogram); the Figure holding it is returned."""
+    (diagram only) or a pair (diagram, histogram); the Figure holding it is returned.
+    :func:`set_reliability` moves a figure made here (``ax=None``) to other probabilities."""
     conf, correct = _conf_correct(probs, labels)
     e = float(ece(_np(probs, float), _np(labels, int), n_bins=n_bins))
     if ax is None:
         fig = _figure((9.0, 4.3))
         ax_rel, ax_hist = fig.subplots(1, 2)
+        fig._ltlab_reliability = {"axes": (ax_rel, ax_hist), "n_bins": n_bins}
     elif isinstance(ax, (list, tuple, np.ndarray)):
         ax_rel, ax_hist = ax
     else:
@@ -265,6 +288,19 @@ def reliability_diagram(probs, labels, n_bins: int = 15, title: str = "", ax=Non
     if ax_hist is not None:
         _draw_confidence_hist(ax_hist, conf, correct, bins)
     return _root_figure(ax_rel)
+
+
+def set_reliability(fig: Figure, probs, labels, title: str = "") -> Figure:
+    """Move a :func:`reliability_diagram` figure to other probabilities of the same samples'
+    kind, in place: bars, gaps, histogram, mean lines, legend numbers and title."""
+    st = fig._ltlab_reliability
+    ax_rel, ax_hist = st["axes"]
+    conf, correct = _conf_correct(probs, labels)
+    bins = calibration_bins(conf, correct, n_bins=st["n_bins"])
+    _move_reliability(ax_rel, bins, float(ece(_np(probs, float), _np(labels, int), n_bins=st["n_bins"])),
+                      title or "Reliability diagram")
+    _move_confidence_hist(ax_hist, conf, correct, bins)
+    return fig
 
 
 def reliability_before_after(logits, labels, temperature: float, n_bins: int = 15) -> Figure:

@@ -97,15 +97,20 @@ def energy_view(run, T: float = 1.0, split: str = "test", score: str | None = No
     return fig, energy_numbers(run, T, split)
 
 
-def calibration_view(run, temperature: float = 1.0, split: str = "test", n_bins: int = 15):
+def calibration_view(run, temperature: float = 1.0, split: str = "test", n_bins: int = 15,
+                     into: Figure | None = None):
     """Reliability diagram of softmax(logits / temperature); numbers: accuracy, ECE, MCE,
-    RMSCE, classwise/adaptive ECE, NLL, Brier (from ltlab.analysis.calibration_row)."""
+    RMSCE, classwise/adaptive ECE, NLL, Brier (from ltlab.analysis.calibration_row).
+    ``into``: a reliability figure of as many bins to move in place (viz.set_reliability)."""
     from ltlab.analysis import calibration_row
 
     p = predictions(run, split)
     z = posthoc.apply_temperature(p["logits"], temperature)
-    fig = viz.reliability_diagram(M.softmax(z), p["labels"], n_bins=n_bins,
-                                  title=f"{split}, T = {temperature:.3g}")
+    probs, title = M.softmax(z), f"{split}, T = {temperature:.3g}"
+    if into is not None and getattr(into, "_ltlab_reliability", {}).get("n_bins") == n_bins:
+        fig = viz.set_reliability(into, probs, p["labels"], title=title)
+    else:
+        fig = viz.reliability_diagram(probs, p["labels"], n_bins=n_bins, title=title)
     return fig, {"temperature": float(temperature), **calibration_row(z, p["labels"], n_bins)}
 
 
@@ -194,12 +199,12 @@ def _fitted_calibration(run_dir: str, mtime_ns: int, method: str, src: tuple) ->
 
 
 def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
-               seed: int = 0, subsets: dict | None = None):
+               seed: int = 0, subsets: dict | None = None, into: Figure | None = None):
     """One test distribution: its true class prior, the EM estimate (from the posteriors
     calibrated on val by ``calibration``, see em_calibration; no test labels) and the source
     prior; accuracy by group without correction, with the known prior and with the EM prior
     (empty when the estimate is flagged). ``subsets`` (e.g. shift.list_shift_subsets)
-    replaces the CIFAR-style subset."""
+    replaces the CIFAR-style subset. ``into``: a prior figure of this run to move in place."""
     p = predictions(run, "test")
     f, y, counts = p["logits"], p["labels"], p["train_counts"]
     c = f.shape[1]
@@ -211,39 +216,58 @@ def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibra
     em_cols, res = shift.em_columns(f[idx], y[idx], counts, cal)
     row.update(em_cols)
     q_true = np.bincount(y[idx], minlength=c) / len(idx)
-    fig = _prior_figure(q_true, res.prior, cal.source_prior, counts, row, shift_name)
+    same = into is not None and np.array_equal(getattr(into, "_ltlab_prior", {}).get("order"),
+                                               np.argsort(-np.asarray(counts), kind="stable"))
+    fig = _prior_figure(q_true, res.prior, cal.source_prior, counts, row, shift_name, into if same else None)
     return fig, {"shift": shift_name, **row}
 
 
-def _prior_figure(q_true, q_hat, q_src, counts, row, name) -> Figure:
+def _prior_figure(q_true, q_hat, q_src, counts, row, name, into: Figure | None = None) -> Figure:
+    """Class priors (left, log scale) and accuracy by group with three corrections (right);
+    ``into``: a figure made here for the same classes, moved in place."""
     order = np.argsort(-np.asarray(counts), kind="stable")
-    x = np.arange(len(order))
-    fig = Figure(figsize=(12.0, 4.2), layout="constrained")
-    ax_p, ax_a = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
-    ax_p.plot(x, q_true[order], "-o", ms=3, color="black", label="true test prior q")
-    ax_p.plot(x, q_hat[order], "--s", ms=3, color="tab:purple",
-              label=f"EM estimate, {row['em_calibration']} (TV {row['em_tv']:.3f}, {row['em_iter']} it., "
-                    f"{row['em_status']})")
-    ax_p.plot(x, q_src[order], ":", color="0.5", label="source prior (of the calibrated posteriors)")
-    ax_p.set_yscale("log")
-    ax_p.set(xlabel="class (by descending training count)", ylabel="class prior (log)",
-             title=f"{name}: n = {row['n']}")
-    ax_p.grid(alpha=0.3, which="both")
-    ax_p.legend(fontsize=8)
-    keys = ("none", "known", "em")
-    names = ("no correction", "known prior", "EM prior")
-    cats = ["all", *M.GROUPS]
-    width = 0.8 / len(keys)
-    for j, (k, lab) in enumerate(zip(keys, names)):
+    keys, cats = ("none", "known", "em"), ["all", *M.GROUPS]
+    if into is None:
+        x = np.arange(len(order))
+        fig = Figure(figsize=(12.0, 4.2), layout="constrained")
+        ax_p, ax_a = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+        ax_p.plot(x, np.ones(len(x)), "-o", ms=3, color="black", label="true test prior q")
+        ax_p.plot(x, np.ones(len(x)), "--s", ms=3, color="tab:purple", label="EM estimate")
+        ax_p.plot(x, np.ones(len(x)), ":", color="0.5", label="source prior (of the calibrated posteriors)")
+        ax_p.set_yscale("log")
+        ax_p.set(xlabel="class (by descending training count)", ylabel="class prior (log)")
+        ax_p.grid(alpha=0.3, which="both")
+        ax_p.legend(fontsize=8)
+        width = 0.8 / len(keys)
+        bars = [ax_a.bar(np.arange(4) + (j - 1) * width, np.zeros(4), width * 0.95, color=f"C{j}", label=lab)
+                for j, lab in enumerate(("no correction", "known prior", "EM prior"))]
+        ax_a.set_xticks(np.arange(4), cats)
+        ax_a.set(ylim=(0, 115), ylabel="accuracy (%)")
+        ax_a.grid(axis="y", alpha=0.3)
+        ax_a.legend(fontsize=8, loc="upper right")
+        fig._ltlab_prior = {"bars": bars, "labels": [], "order": order}
+    fig = into if into is not None else fig
+    st = fig._ltlab_prior
+    ax_p, ax_a = fig.axes
+    for line, q in zip(ax_p.lines, (q_true, q_hat, q_src)):
+        line.set_ydata(np.asarray(q)[order])
+    ax_p.get_legend().get_texts()[1].set_text(
+        f"EM estimate, {row['em_calibration']} (TV {row['em_tv']:.3f}, {row['em_iter']} it., {row['em_status']})")
+    ax_p.relim()
+    ax_p.autoscale_view()
+    ax_p.set_title(f"{name}: n = {row['n']}")
+    for lab in st["labels"]:
+        lab.remove()
+    st["labels"] = []
+    for k, bars in zip(keys, st["bars"]):
         vals = [row[k]] + [row.get(f"{k}_{g}", np.nan) for g in M.GROUPS]
-        bars = ax_a.bar(np.arange(4) + (j - 1) * width, [100 * v for v in vals], width * 0.95,
-                        color=f"C{j}", label=lab)
-        ax_a.bar_label(bars, fmt="%.1f", fontsize=7, rotation=90, padding=2)
-    ax_a.set_xticks(np.arange(4), cats)
-    flag = "" if row.get("em_status", "ok") == "ok" else f"\n(EM prior not shown: estimate {row['em_status']})"
-    ax_a.set(ylim=(0, 115), ylabel="accuracy (%)", title="Accuracy on this distribution" + flag)
-    ax_a.grid(axis="y", alpha=0.3)
-    ax_a.legend(fontsize=8, loc="upper right")
+        for bar, v in zip(bars, vals):
+            bar.set_height(100 * v)
+        st["labels"] += ax_a.bar_label(bars, fmt="%.1f", fontsize=7, rotation=90, padding=2)
+    status = row.get("em_status", "ok")
+    # always two title lines: a layout frozen by the widget keeps room for either
+    ax_a.set_title("Accuracy on this distribution\n" + ("EM prior from the estimate above" if status == "ok"
+                                                        else f"(EM prior not shown: estimate {status})"))
     return fig
 
 
@@ -343,7 +367,7 @@ def energy_widget(run, T: float = 1.0, split: str = "test", score: str = "energy
 
 
 def calibration_widget(run, temperature: float = 1.0, split: str = "test"):
-    return _panel(SameLayout(calibration_view), run,
+    return _panel(InPlace(calibration_view), run,
                   {"temperature": _slider("temperature", temperature, 0.05, 20.0, 0.02, log=True)}, split=split)
 
 
@@ -370,7 +394,7 @@ def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calib
                                      description="logit prior"),
                 "calibration": w.Dropdown(options=list(calibrated_em.CALIBRATIONS), value=calibration,
                                           description="EM calibration")}
-    return _panel(SameLayout(prior_view), run, controls, subsets=subsets)
+    return _panel(InPlace(prior_view), run, controls, subsets=subsets)
 
 
 def leaderboard_widget(board, metric: str = "balanced_acc"):

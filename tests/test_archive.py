@@ -107,3 +107,79 @@ def test_benchmark_names():
     assert archive.benchmark_name({"dataset": "cifar100_lt", "imb_factor": 50}) == "cifar100_lt_if50"
     with pytest.raises(archive.ArchiveError, match="--benchmark"):
         archive.benchmark_name({"dataset": "folder"})
+
+
+def _write_split_files(d, logits, y, counts):
+    d.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("test", slice(None)), ("val", slice(0, None, 5))):
+        np.savez(d / f"{split}.npz", logits=logits[rows].astype(np.float32), labels=y[rows], train_counts=counts)
+
+
+def test_binned_keys_get_two_over_n_for_each_confidence_float16_moves_across_an_edge(tmp_path):
+    """Sample 0's logit sits a float32 step from ln 2 (sigmoid(ln 2) = 2/3 = 10/15, a bin edge),
+    on the side away from the float16 it rounds to: float16 moves its confidence to the next bin."""
+    ln2 = np.log(2.0)
+    lo = np.float16(ln2) if np.float16(ln2) < ln2 else np.nextafter(np.float16(ln2), np.float16(-1))
+    hi = np.nextafter(lo, np.float16(1))
+    step = np.float32(1) if ln2 - lo < hi - ln2 else np.float32(-1)      # away from the nearer float16
+    a = np.nextafter(np.float32(ln2), step)
+    a = a if (a - ln2) * step > 0 else np.nextafter(a, step)
+    conf32 = 1 / (1 + np.exp(-np.float64(a)))
+    conf16 = 1 / (1 + np.exp(-np.float64(np.float16(a))))
+    assert archive.M._bin_index(np.array([conf32]), 15) != archive.M._bin_index(np.array([conf16]), 15)
+    n = 20
+    logits = np.zeros((n, 2), np.float32)
+    logits[:, 0] = np.linspace(2.0, 3.0, n)      # confidences 0.88-0.95: far from any edge
+    logits[0, 0] = a
+    y = np.zeros(n, dtype=int)
+    counts = np.array([500, 10])                  # class 0 many, class 1 few: every test sample in "many"
+    _write_split_files(tmp_path / "src", logits, y, counts)
+    _write_split_files(tmp_path / "f16", logits.astype(np.float16), y, counts)
+    extra = archive.bin_moves(tmp_path / "src", tmp_path / "f16")
+    assert extra["ece"] == pytest.approx(2 / n) and extra["ece_many"] == pytest.approx(2 / n)
+    assert "ece_few" not in extra and "ece_ts" not in extra
+    # bins 9 and 10 hold sample 0 alone (1 move in or out, size 1): an MCE gap may move by 2
+    assert extra["mce"] == pytest.approx(2.0)
+    summary = compute_summary(tmp_path / "src")
+    summary["ece"] += archive.TOLERANCE["ece"] + 0.5 * extra["ece"]
+    with pytest.raises(archive.ArchiveError, match="ece: summary"):
+        archive.check(summary, tmp_path / "f16")
+    archive.check(summary, tmp_path / "f16", binning=extra)
+
+
+def test_a_post_hoc_run_has_no_metrics_csv_and_archives(demo_run, tmp_path, capsys):
+    posthoc = tmp_path / "tau_norm_s0"
+    shutil.copytree(demo_run, posthoc, ignore=shutil.ignore_patterns("checkpoint.pt", "metrics.csv"))
+    s = json.loads((posthoc / "summary.json").read_text())
+    (posthoc / "summary.json").write_text(json.dumps({**s, "epochs": 0}))     # trained no epoch
+    dst = archive.archive_run(posthoc, tmp_path / "r")
+    assert not (dst / "metrics.csv").exists() and (dst / "summary.json").is_file()
+    trained = tmp_path / "ce_s0"                                            # a training run must have one
+    shutil.copytree(demo_run, trained, ignore=shutil.ignore_patterns("checkpoint.pt", "metrics.csv"))
+    assert main(["archive", str(trained), "--out", str(tmp_path / "r2")]) == 2
+    assert "lacks metrics.csv" in capsys.readouterr().err
+
+
+def test_narrow_logits_that_float16_scrambles_are_kept_float32(demo_run, tmp_path, capsys):
+    """NCM-like logits (negative distances within 0.5 of each other: near-uniform confidences)."""
+    run = tmp_path / "ncm_s0"
+    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    rng = np.random.default_rng(0)
+    for split in ("test", "val"):
+        z = dict(np.load(run / "predictions" / f"{split}.npz"))
+        z["logits"] = (-1.5 + 0.5 * rng.random(z["logits"].shape)).astype(np.float32)
+        np.savez(run / "predictions" / f"{split}.npz", **z)
+    s = compute_summary(run / "predictions", epochs=json.loads((run / "summary.json").read_text())["epochs"])
+    (run / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(archive.ArchiveError):          # what float16 alone would do to it
+        d16 = tmp_path / "f16"
+        shutil.copytree(run / "predictions", d16)
+        for split in ("test", "val"):
+            z = dict(np.load(d16 / f"{split}.npz"))
+            np.savez(d16 / f"{split}.npz", **{**z, "logits": z["logits"].astype(np.float16)})
+        archive.check(s, d16, binning=archive.bin_moves(run / "predictions", d16, s["temperature"]))
+    dst = archive.archive_run(run, tmp_path / "r")
+    assert np.load(dst / "predictions" / "test.npz")["logits"].dtype == np.float32
+    assert json.loads((dst / "archive.json").read_text())["logits"].startswith("float32 (float16 failed the check: ")
+    assert "archived as float32" in capsys.readouterr().err
+    archive.verify(dst)

@@ -99,16 +99,37 @@ def test_reliability_diagram_bars_match_calibration_bins(data, tmp_path):
     ax = fig.axes[0]
     b = calibration_bins(probs.max(1), probs.argmax(1) == labels, n_bins=15)
     full = b["count"] > 0
-    bars = _container(ax, viz.ACC_LABEL).patches
-    assert len(bars) == full.sum() < 15  # some bins are empty and skipped
+    bars = [p for p in _container(ax, viz.ACC_LABEL).patches if p.get_visible()]
+    assert len(bars) == full.sum() < 15  # some bins are empty and hidden
     np.testing.assert_allclose([p.get_height() for p in bars], b["acc"][full])
     np.testing.assert_allclose([p.get_x() for p in bars], b["edges"][:-1][full])
-    gaps = _container(ax, viz.GAP_LABEL_PREFIX).patches
+    gaps = [p for p in _container(ax, viz.GAP_LABEL_PREFIX).patches if p.get_visible()]
     np.testing.assert_allclose([p.get_y() + p.get_height() for p in gaps], b["conf"][full])
     assert any("ECE" in t.get_text() for t in ax.get_legend().get_texts())
     hist = fig.axes[1]
     np.testing.assert_allclose(sum(p.get_height() for p in hist.patches), 100.0)
     _save(fig, tmp_path, "reliability_diagram")
+
+
+def test_set_reliability_moves_a_figure_to_what_a_fresh_one_shows(data):
+    """The calibration widget's in-place redraw: after a move the figure shows what a figure
+    built from scratch at the new temperature shows (bars, gaps, histogram, lines, legends)."""
+    logits, labels = data
+    fig = viz.reliability_diagram(softmax(logits), labels, title="T = 1")
+    moved = viz.set_reliability(fig, softmax(logits / 3.0), labels, title="T = 3")
+    fresh = viz.reliability_diagram(softmax(logits / 3.0), labels, title="T = 3")
+    assert moved is fig
+
+    def seen(f):
+        rel, hist = f.axes
+        bars = [(p.get_x(), p.get_y(), p.get_height()) for c in rel.containers for p in c.patches if p.get_visible()]
+        return (bars, [p.get_height() for p in hist.patches], [ln.get_xdata()[0] for ln in hist.lines],
+                [t.get_text() for a in f.axes for t in a.get_legend().get_texts()], rel.get_title(), hist.get_ylim())
+    a, b = seen(moved), seen(fresh)
+    np.testing.assert_allclose(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1])
+    np.testing.assert_allclose(a[2], b[2])
+    assert a[3:] == b[3:] and "ECE = " in " ".join(a[3])
 
 
 def test_reliability_diagram_on_given_ax(data):

@@ -280,15 +280,15 @@ def test_widgets_reuse_the_layout_of_their_last_figure(run):
     (no second constrained-layout solve); a figure of another shape is laid out afresh."""
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    box = widgets.calibration_widget(run)
-    first, _ = box.ltlab_redraw(temperature=0.5)
+    box = widgets.tau_widget(run)
+    first, _ = box.ltlab_redraw(tau=0.5)
     widgets.figure_png(first)
-    second, nums = box.ltlab_redraw(temperature=1.5)
+    second, nums = box.ltlab_redraw(tau=1.5)
     assert second is not first and not isinstance(second.get_layout_engine(), ConstrainedLayoutEngine)
     assert [a.get_position().bounds for a in second.axes] == [a.get_position().bounds for a in first.axes]
-    assert nums == pytest.approx(widgets.calibration_view(run, 1.5)[1])
+    assert nums == pytest.approx(widgets.tau_view(run, 1.5)[1])
     assert widgets.figure_png(second)[:4] == b"\x89PNG"
-    fresh, _ = widgets.calibration_view(run, 1.5)
+    fresh, _ = widgets.tau_view(run, 1.5)
     assert isinstance(fresh.get_layout_engine(), ConstrainedLayoutEngine)   # a view called directly: its own
 
 
@@ -312,3 +312,33 @@ def test_accuracy_widgets_move_one_figure(which, run, tde_run):
         np.testing.assert_allclose(ca.get_offsets(), cb.get_offsets())
     np.testing.assert_allclose(a.lines[0].get_ydata(), b.lines[0].get_ydata())
     assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
+
+
+def test_calibration_and_prior_widgets_move_one_figure(run):
+    """Both keep one figure: after a move it shows what a figure built from scratch shows."""
+    box = widgets.calibration_widget(run)
+    first, _ = box.ltlab_redraw(temperature=0.5)
+    widgets.figure_png(first)
+    moved, nums = box.ltlab_redraw(temperature=2.0)
+    fresh, want = widgets.calibration_view(run, 2.0)
+    assert moved is first and nums == pytest.approx(want)
+    for a, b in zip(moved.axes, fresh.axes):
+        assert a.get_title() == b.get_title() and a.get_ylim() == pytest.approx(b.get_ylim())
+        assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
+        seen = [[(p.get_y(), p.get_height()) for p in x.patches if p.get_visible()] for x in (a, b)]
+        np.testing.assert_allclose(*seen)
+
+    box = widgets.prior_widget(run)
+    first, _ = box.ltlab_redraw(shift_name="forward50", source="auto", calibration="bcts")
+    widgets.figure_png(first)
+    moved, nums = box.ltlab_redraw(shift_name="backward10", source="auto", calibration="none")
+    fresh, want = widgets.prior_view(run, "backward10", calibration="none")
+    assert moved is first and nums == pytest.approx(want, nan_ok=True)
+    for a, b in zip(moved.axes, fresh.axes):
+        assert a.get_title() == b.get_title() and a.get_ylim() == pytest.approx(b.get_ylim())
+        assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
+        for la, lb in zip(a.lines, b.lines):
+            np.testing.assert_allclose(la.get_ydata(), lb.get_ydata())
+        np.testing.assert_allclose([p.get_height() for p in a.patches], [p.get_height() for p in b.patches])
+        assert [t.get_text() for t in a.texts] == [t.get_text() for t in b.texts]      # the bar labels
+    assert "backward10" in moved.axes[0].get_title()
