@@ -135,6 +135,17 @@ def archive_job(job: Job, out, benchmark=None, known=None) -> list[Path]:
     return done
 
 
+def _interruptible() -> None:
+    # a shell starting us in the background (`nohup ... &`) leaves SIGINT ignored, which the
+    # child would inherit and so never see the deadline's interrupt: give it the default back
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(cmd, **kw) -> subprocess.Popen:
+    """A job's process, leading its own process group, that SIGINT interrupts."""
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_interruptible, **kw)
+
+
 class Runner:
     def __init__(self, jobs, runs_root, out, *, minutes, parallel=1, default_epoch_seconds=1.0,
                  overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0):
@@ -150,8 +161,7 @@ class Runner:
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         logf = open(str(job.run_dir) + ".log", "ab")
         env = {**os.environ, "TQDM_DISABLE": "1"}
-        return subprocess.Popen(train_command(job), stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return start(train_command(job), stdout=logf, stderr=subprocess.STDOUT, env=env)
 
     def _archive(self, job: Job) -> None:
         try:

@@ -4,6 +4,7 @@ The trainer is a stand-in process (it sleeps per epoch, writes metrics.csv rows,
 last epoch copies a finished run's predictions and summary), so the scheduling is
 tested in seconds; the archive step is the real one."""
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -66,8 +67,8 @@ def grid(tmp_path, source):
 
     def launcher(delay):
         def launch(job):
-            return subprocess.Popen([sys.executable, str(tmp_path / "fake.py"), json.dumps(job.config),
-                                     str(source), str(delay)], start_new_session=True)
+            return grid_runner.start([sys.executable, str(tmp_path / "fake.py"), json.dumps(job.config),
+                                      str(source), str(delay)])
         return launch
     return tmp_path, launcher
 
@@ -101,7 +102,12 @@ def test_runs_what_fits_archives_and_resumes(grid):
     jobs = [j for j in jobs if j.name == "long_seed-0"]
     (tmp / "runs" / "ce_seed-0" / "metrics.csv").write_text("epoch,seconds\n1,0.001\n")   # a wrong measurement
     (tmp / "runs" / "crt_seed-0" / "metrics.csv").write_text("epoch,seconds\n1,0.001\n")  # lets 'long' start
-    report = _runner(tmp, jobs, 10 / 60, launcher(0.5), guess=0.001).run()
+    # as under `nohup ... &`, where the shell leaves SIGINT ignored for what it starts
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        report = _runner(tmp, jobs, 10 / 60, launcher(0.5), guess=0.001).run()
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     done = grid_runner.epochs_done(jobs[0].run_dir)
     assert report["long_seed-0"]["state"] == "pending" and "interrupted" in report["long_seed-0"]["note"]
     assert 0 < done < 40
