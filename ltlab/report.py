@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from ltlab.io import atomic_write_json, atomic_write_text
-from ltlab.viz_analysis import GROUP_COLORS, _figure
+from ltlab.viz.base import GROUP_COLORS, _figure
 
 # summary.json key -> column header; every one is a fraction shown in percent
 METRICS = {"top1": "top-1", "balanced_acc": "balanced", "many": "many", "medium": "medium", "few": "few",

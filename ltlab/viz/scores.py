@@ -1,80 +1,15 @@
-"""Analysis figures for ltlab: score distributions, risk-coverage curves, classifier weight
-norms, confusion matrices and the energy bias. Re-exported by :mod:`ltlab.viz`.
-
-Every function takes numpy arrays and returns a :class:`matplotlib.figure.Figure` built
-without pyplot (Agg-safe; nothing global is left open). Confidence scores are oriented
-higher = more likely correct (see :mod:`ltlab.scores`); many/medium/few follow
-:func:`ltlab.metrics.shot_groups` (>100 / 20-100 / <20 training images).
-"""
+"""Failure-prediction figures: per-sample confidence scores (MSP, free energy, residual
+energy) for correct vs incorrect predictions by shot group, risk-coverage curves (AURC x
+1000) and the energy bias against training count (``energy_calibration.md`` §3-4)."""
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from ltlab import scores as _scores
 from ltlab.metrics import GROUPS, aurc, auroc, risk_coverage, shot_groups
-
-GROUP_COLORS = ("tab:blue", "tab:orange", "tab:red")   # many, medium, few
-OUTCOME_COLORS = {"correct": "tab:green", "incorrect": "tab:red"}
-SCORE_LABELS = {
-    "msp": "MSP",
-    "energy": "−E(x) (free energy)",
-    "residual_energy": "residual energy BE(x, ŷ)",
-    "max_logit": "max logit",
-    "neg_entropy": "−entropy",
-}
-FEW_MEDIUM, MEDIUM_MANY = 20, 100   # shot-group boundaries drawn as vertical lines
-
-
-def _np(x, dtype=None) -> np.ndarray:
-    """numpy view of an array-like (also detaches torch tensors)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def _figure(figsize) -> Figure:
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _root_figure(ax) -> Figure:
-    try:
-        return ax.get_figure(root=True)
-    except TypeError:   # matplotlib < 3.10
-        return ax.figure
-
-
-def _score(name: str, logits: np.ndarray, T: float) -> np.ndarray:
-    """Evaluate the confidence score ``name`` from :data:`ltlab.scores.SCORES`."""
-    table = _scores.SCORES
-    fn = table[name] if isinstance(table, Mapping) else getattr(_scores, name)
-    return _np(fn(logits, T=T), float).reshape(-1)
-
-
-def _correct(logits_or_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return _np(logits_or_probs).argmax(axis=1) == _np(labels)
-
-
-def _mark_shot_boundaries(ax, label_regions: bool = True) -> None:
-    """Dashed vertical lines at 20 and 100 training images (log-x axes) with region labels."""
-    for x in (FEW_MEDIUM, MEDIUM_MANY):
-        ax.axvline(x, color="0.4", ls="--", lw=1, zorder=0)
-    if not label_regions:
-        return
-    lo, hi = ax.get_xlim()
-    lo, hi = max(lo, 1e-3), max(hi, 1e-3)
-    spans = {"few": (lo, FEW_MEDIUM), "medium": (FEW_MEDIUM, MEDIUM_MANY), "many": (MEDIUM_MANY, hi)}
-    for name, (a, b) in spans.items():
-        a, b = max(a, lo), min(b, hi)
-        if b > a:
-            ax.text(np.sqrt(a * b), 0.985, name, transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=9, color="0.3", style="italic")
-
+from ltlab.viz.base import (GROUP_COLORS, OUTCOME_COLORS, SCORE_LABELS, _correct, _figure,
+                            _mark_shot_boundaries, _np, _score)
 
 def score_distributions(logits, labels, train_counts, scores=("energy", "residual_energy"),
                         T: float = 1.0) -> Figure:
@@ -179,102 +114,6 @@ def risk_coverage_curves(logits, labels, scores=("msp", "energy", "residual_ener
            title=f"Risk-coverage (T = {T:g}, N = {n}, error {100 * err:.1f}%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
-    return fig
-
-
-def weight_norms(weight, train_counts, taus=(0.0, 1.0)) -> Figure:
-    """Classifier weight norms ||w_c||_2 against frequency-sorted class index.
-
-    Classes are sorted by descending training count; one curve per tau of tau-normalisation
-    w_c / ||w_c||^tau (tau = 0 is the raw classifier). Shaded spans mark many/medium/few.
-    """
-    w = _np(weight, float)
-    counts = _np(train_counts)
-    order = np.argsort(-counts, kind="stable")
-    norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)[order]
-    idx = np.arange(len(norms))
-    fig = _figure((7.0, 4.2))
-    ax = fig.subplots()
-    groups = shot_groups(counts)[order]
-    for g in range(3):
-        pos = idx[groups == g]
-        if len(pos):
-            ax.axvspan(pos[0] - 0.5, pos[-1] + 0.5, color=GROUP_COLORS[g], alpha=0.08, lw=0)
-            ax.text((pos[0] + pos[-1]) / 2, 0.985, f"{GROUPS[g]} ({len(pos)})", ha="center",
-                    va="top", transform=ax.get_xaxis_transform(), fontsize=9, color="0.3")
-    for i, tau in enumerate(taus):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.where(norms > 0, norms ** (1.0 - float(tau)), 0.0)
-        label = f"τ = {tau:g}" + (" (raw)" if float(tau) == 0 else "")
-        ax.plot(idx, scaled, color=f"C{i}", marker="o" if len(idx) <= 50 else None, ms=3,
-                lw=1.4, label=label)
-    ax.set(xlabel="class index (sorted by descending training count)",
-           ylabel="‖w_c‖₂ after τ-norm  w / ‖w‖^τ", title="Classifier weight norms",
-           xlim=(-0.5, len(idx) - 0.5))
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.92), fontsize=9)
-    return fig
-
-
-def _cell_text_color(im, value) -> str:
-    return "white" if np.isfinite(value) and value > 0 and im.norm(value) > 0.55 else "black"
-
-
-def confusion_matrix(pred, labels, train_counts, max_classes: int = 30) -> Figure:
-    """Row-normalised confusion matrix, axes sorted by descending training frequency.
-
-    Log colour norm, sequential colormap (white = 0 / no samples). With more than
-    ``max_classes`` classes the grouped 3x3 many/medium/few matrix is shown instead, cell
-    values annotated (true group = row, group of the predicted class = column).
-    """
-    pred, labels, counts = _np(pred, int), _np(labels, int), _np(train_counts)
-    n_cls = len(counts)
-    groups = shot_groups(counts)
-    if n_cls <= max_classes:
-        order = np.argsort(-counts, kind="stable")
-        rank = np.empty(n_cls, int)
-        rank[order] = np.arange(n_cls)
-        cm = np.zeros((n_cls, n_cls))
-        np.add.at(cm, (rank[labels], rank[pred]), 1)
-        ticks = [str(c) for c in order]
-        title = "Confusion matrix (row-normalised, classes by train count)"
-        axis_names = ("predicted class", "true class")
-    else:
-        cm = np.zeros((3, 3))
-        np.add.at(cm, (groups[labels], groups[pred]), 1)
-        ticks = [f"{GROUPS[g]}\n({int((groups == g).sum())} cls)" for g in range(3)]
-        title = f"Many/medium/few confusion (row-normalised, {n_cls} classes)"
-        axis_names = ("group of the predicted class", "group of the true class")
-    rows = cm.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(rows > 0, cm / rows, np.nan)
-    positive = frac[np.isfinite(frac) & (frac > 0)]
-    vmin = max(float(positive.min()) if positive.size else 1e-3, 1e-4)
-    vmin = min(vmin, 0.1)
-    cmap = sns.color_palette("YlGnBu", as_cmap=True).with_extremes(bad="white")
-    side = 4.6 if len(frac) <= 3 else min(9.0, 3.5 + 0.22 * len(frac))
-    fig = _figure((side + 1.2, side))
-    ax = fig.subplots()
-    im = ax.imshow(np.ma.masked_where(~(frac > 0), frac), cmap=cmap,
-                   norm=LogNorm(vmin=vmin, vmax=1.0), interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="fraction of the true row (log scale)", shrink=0.85)
-    pos = np.arange(len(frac))
-    ax.set_xticks(pos, ticks, fontsize=8 if len(frac) > 3 else 10)
-    ax.set_yticks(pos, ticks, fontsize=8 if len(frac) > 3 else 10)
-    if len(frac) > 3:
-        sorted_groups = groups[np.argsort(-counts, kind="stable")]
-        for b in np.flatnonzero(np.diff(sorted_groups)) + 0.5:
-            ax.axhline(b, color="0.3", lw=0.8)
-            ax.axvline(b, color="0.3", lw=0.8)
-    else:
-        for i in range(3):
-            for j in range(3):
-                v = frac[i, j]
-                txt = "n/a" if not np.isfinite(v) else f"{100 * v:.1f}%"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=11,
-                        color=_cell_text_color(im, v))
-    ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
     return fig
 
 

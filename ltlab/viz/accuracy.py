@@ -1,39 +1,16 @@
-"""Figures for long-tailed recognition runs (training curves, shot groups, calibration).
-
-Every function takes numpy arrays / DataFrames (never run directories) and returns a
-:class:`matplotlib.figure.Figure` built without pyplot, so it is safe under Agg and in
-notebooks; nothing is shown or closed. Conventions follow the reference notes
-(``energy_calibration.md`` §3 and §5): many > 100, medium 20-100, few < 20 training
-images; 15 equal-width confidence bins; AURC reported x 1000.
-
-The analysis figures (score distributions, risk-coverage, weight norms, confusion matrix,
-energy bias) live in :mod:`ltlab.viz_analysis` and are re-exported here.
-"""
+"""Where the accuracy goes: learning curves, per-class accuracy against training count,
+shot-group bars, the confusion matrix, classifier weight norms and accuracy across test
+label distributions."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from ltlab.metrics import GROUPS, calibration_bins, ece, shot_groups, softmax
-from ltlab.posthoc import apply_temperature
-from ltlab.viz_analysis import (GROUP_COLORS, _figure, _mark_shot_boundaries, _np, _root_figure,
-                                confusion_matrix, energy_vs_count, risk_coverage_curves,
-                                score_distributions, set_score_temperature, weight_norms)
-
-__all__ = [
-    "learning_curves", "per_class_accuracy_vs_count", "group_bars", "reliability_diagram",
-    "reliability_before_after", "reliability_by_group", "score_distributions", "set_score_temperature",
-    "set_per_class_accuracy",
-    "risk_coverage_curves", "weight_norms", "confusion_matrix", "accuracy_across_shifts",
-    "energy_vs_count",
-]
-
-ACC_LABEL, GAP_LABEL_PREFIX = "Accuracy", "Gap"   # legend labels of the reliability bars
-
-
-# --------------------------------------------------------------------------- training
-
+from ltlab.metrics import GROUPS, shot_groups
+from ltlab.viz.base import GROUP_COLORS, _figure, _mark_shot_boundaries, _np
 
 def learning_curves(metrics: pd.DataFrame) -> Figure:
     """Three panels against epoch: train loss (log y), test accuracy (evaluated epochs
@@ -207,142 +184,100 @@ def _value(v):
 # --------------------------------------------------------------------------- calibration
 
 
-def _draw_reliability(ax, conf, correct, n_bins, ece_value, title) -> dict:
-    # every bin gets a bar (empty ones hidden) so set_reliability can move them in place
-    bins = calibration_bins(conf, correct, n_bins=n_bins)
-    edges = _np(bins["edges"], float)
-    acc_bars = ax.bar(edges[:-1], np.zeros(n_bins), width=np.diff(edges), align="edge", color="tab:blue",
-                      edgecolor="black", linewidth=0.6, label=ACC_LABEL)
-    gap_bars = ax.bar(edges[:-1], np.zeros(n_bins), width=np.diff(edges), align="edge",
-                      facecolor=(1, 0, 0, 0.25), edgecolor="red", hatch="//", linewidth=0.6, label=GAP_LABEL_PREFIX)
-    ax.plot([0, 1], [0, 1], ls="--", color="0.3", lw=1, label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
-    ax.set_aspect("equal")
-    ax.legend(loc="best", fontsize=8)
-    ax._ltlab_bars = (acc_bars, gap_bars)
-    _move_reliability(ax, bins, ece_value, title)
-    return bins
+def weight_norms(weight, train_counts, taus=(0.0, 1.0)) -> Figure:
+    """Classifier weight norms ||w_c||_2 against frequency-sorted class index.
+
+    Classes are sorted by descending training count; one curve per tau of tau-normalisation
+    w_c / ||w_c||^tau (tau = 0 is the raw classifier). Shaded spans mark many/medium/few.
+    """
+    w = _np(weight, float)
+    counts = _np(train_counts)
+    order = np.argsort(-counts, kind="stable")
+    norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)[order]
+    idx = np.arange(len(norms))
+    fig = _figure((7.0, 4.2))
+    ax = fig.subplots()
+    groups = shot_groups(counts)[order]
+    for g in range(3):
+        pos = idx[groups == g]
+        if len(pos):
+            ax.axvspan(pos[0] - 0.5, pos[-1] + 0.5, color=GROUP_COLORS[g], alpha=0.08, lw=0)
+            ax.text((pos[0] + pos[-1]) / 2, 0.985, f"{GROUPS[g]} ({len(pos)})", ha="center",
+                    va="top", transform=ax.get_xaxis_transform(), fontsize=9, color="0.3")
+    for i, tau in enumerate(taus):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = np.where(norms > 0, norms ** (1.0 - float(tau)), 0.0)
+        label = f"τ = {tau:g}" + (" (raw)" if float(tau) == 0 else "")
+        ax.plot(idx, scaled, color=f"C{i}", marker="o" if len(idx) <= 50 else None, ms=3,
+                lw=1.4, label=label)
+    ax.set(xlabel="class index (sorted by descending training count)",
+           ylabel="‖w_c‖₂ after τ-norm  w / ‖w‖^τ", title="Classifier weight norms",
+           xlim=(-0.5, len(idx) - 0.5))
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.92), fontsize=9)
+    return fig
 
 
-def _move_reliability(ax, bins, ece_value, title) -> None:
-    acc_bars, gap_bars = ax._ltlab_bars
-    acc, cf, cnt = _np(bins["acc"], float), _np(bins["conf"], float), _np(bins["count"])
-    for a, g, ai, ci, n in zip(acc_bars, gap_bars, acc, cf, cnt):
-        a.set_visible(n > 0)      # hidden and flat: the legend's "best" place ignores them
-        g.set_visible(n > 0)
-        a.set_height(ai if n > 0 else 0.0)
-        g.set_y(ai if n > 0 else 0.0)
-        g.set_height(ci - ai if n > 0 else 0.0)
-    ax.get_legend().get_texts()[1].set_text(f"{GAP_LABEL_PREFIX} (ECE = {100 * ece_value:.2f}%)")
-    ax.set_title(title, fontsize=10)
+def _cell_text_color(im, value) -> str:
+    return "white" if np.isfinite(value) and value > 0 and im.norm(value) > 0.55 else "black"
 
 
-def _draw_confidence_hist(ax, conf, correct, bins) -> None:
-    edges = _np(bins["edges"], float)
-    ax._ltlab_hist = ax.bar(edges[:-1], np.zeros(len(edges) - 1), width=np.diff(edges), align="edge",
-                            color="tab:blue", edgecolor="black", linewidth=0.6)
-    ax.axvline(0.0, color="tab:green", ls="--", lw=1.5, label="accuracy")
-    ax.axvline(0.0, color="tab:red", ls="--", lw=1.5, label="avg. confidence")
-    ax.set(xlim=(0, 1), xlabel="confidence", ylabel="% of samples")
-    ax.set_title("Confidence histogram", fontsize=10)
-    ax.legend(loc="best", fontsize=8)
-    _move_confidence_hist(ax, conf, correct, bins)
+def confusion_matrix(pred, labels, train_counts, max_classes: int = 30) -> Figure:
+    """Row-normalised confusion matrix, axes sorted by descending training frequency.
 
-
-def _move_confidence_hist(ax, conf, correct, bins) -> None:
-    cnt = _np(bins["count"], float)
-    pct = 100 * cnt / max(cnt.sum(), 1)
-    for bar, h in zip(ax._ltlab_hist, pct):
-        bar.set_height(h)
-    texts = ax.get_legend().get_texts()
-    for line, text, name, x in zip(ax.lines, texts, ("accuracy", "avg. confidence"), (np.mean(correct), np.mean(conf))):
-        line.set_xdata([x, x])
-        text.set_text(f"{name} ({100 * x:.1f}%)")
-    ax.set_ylim(0, 1.05 * max(pct.max(), 1e-9))
-
-
-def _conf_correct(probs, labels):
-    probs = _np(probs, float)
-    return probs.max(axis=1), probs.argmax(axis=1) == _np(labels, int)
-
-
-def reliability_diagram(probs, labels, n_bins: int = 15, title: str = "", ax=None) -> Figure:
-    """Reliability diagram (Guo et al. 2017) of top-label confidence.
-
-    Bars = per-bin accuracy (empty bins hidden), red hatched gap to the bin's mean
-    confidence, dashed y = x, ECE in the legend; beside it the confidence histogram (% of
-    samples per bin) with lines at mean accuracy and mean confidence. ``ax`` may be one Axes
-    (diagram only) or a pair (diagram, histogram); the Figure holding it is returned.
-    :func:`set_reliability` moves a figure made here (``ax=None``) to other probabilities."""
-    conf, correct = _conf_correct(probs, labels)
-    e = float(ece(_np(probs, float), _np(labels, int), n_bins=n_bins))
-    if ax is None:
-        fig = _figure((9.0, 4.3))
-        ax_rel, ax_hist = fig.subplots(1, 2)
-        fig._ltlab_reliability = {"axes": (ax_rel, ax_hist), "n_bins": n_bins}
-    elif isinstance(ax, (list, tuple, np.ndarray)):
-        ax_rel, ax_hist = ax
+    Log colour norm, sequential colormap (white = 0 / no samples). With more than
+    ``max_classes`` classes the grouped 3x3 many/medium/few matrix is shown instead, cell
+    values annotated (true group = row, group of the predicted class = column).
+    """
+    pred, labels, counts = _np(pred, int), _np(labels, int), _np(train_counts)
+    n_cls = len(counts)
+    groups = shot_groups(counts)
+    if n_cls <= max_classes:
+        order = np.argsort(-counts, kind="stable")
+        rank = np.empty(n_cls, int)
+        rank[order] = np.arange(n_cls)
+        cm = np.zeros((n_cls, n_cls))
+        np.add.at(cm, (rank[labels], rank[pred]), 1)
+        ticks = [str(c) for c in order]
+        title = "Confusion matrix (row-normalised, classes by train count)"
+        axis_names = ("predicted class", "true class")
     else:
-        ax_rel, ax_hist = ax, None
-    bins = _draw_reliability(ax_rel, conf, correct, n_bins, e, title or "Reliability diagram")
-    if ax_hist is not None:
-        _draw_confidence_hist(ax_hist, conf, correct, bins)
-    return _root_figure(ax_rel)
-
-
-def set_reliability(fig: Figure, probs, labels, title: str = "") -> Figure:
-    """Move a :func:`reliability_diagram` figure to other probabilities of the same samples'
-    kind, in place: bars, gaps, histogram, mean lines, legend numbers and title."""
-    st = fig._ltlab_reliability
-    ax_rel, ax_hist = st["axes"]
-    conf, correct = _conf_correct(probs, labels)
-    bins = calibration_bins(conf, correct, n_bins=st["n_bins"])
-    _move_reliability(ax_rel, bins, float(ece(_np(probs, float), _np(labels, int), n_bins=st["n_bins"])),
-                      title or "Reliability diagram")
-    _move_confidence_hist(ax_hist, conf, correct, bins)
+        cm = np.zeros((3, 3))
+        np.add.at(cm, (groups[labels], groups[pred]), 1)
+        ticks = [f"{GROUPS[g]}\n({int((groups == g).sum())} cls)" for g in range(3)]
+        title = f"Many/medium/few confusion (row-normalised, {n_cls} classes)"
+        axis_names = ("group of the predicted class", "group of the true class")
+    rows = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(rows > 0, cm / rows, np.nan)
+    positive = frac[np.isfinite(frac) & (frac > 0)]
+    vmin = max(float(positive.min()) if positive.size else 1e-3, 1e-4)
+    vmin = min(vmin, 0.1)
+    cmap = sns.color_palette("YlGnBu", as_cmap=True).with_extremes(bad="white")
+    side = 4.6 if len(frac) <= 3 else min(9.0, 3.5 + 0.22 * len(frac))
+    fig = _figure((side + 1.2, side))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_where(~(frac > 0), frac), cmap=cmap,
+                   norm=LogNorm(vmin=vmin, vmax=1.0), interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="fraction of the true row (log scale)", shrink=0.85)
+    pos = np.arange(len(frac))
+    ax.set_xticks(pos, ticks, fontsize=8 if len(frac) > 3 else 10)
+    ax.set_yticks(pos, ticks, fontsize=8 if len(frac) > 3 else 10)
+    if len(frac) > 3:
+        sorted_groups = groups[np.argsort(-counts, kind="stable")]
+        for b in np.flatnonzero(np.diff(sorted_groups)) + 0.5:
+            ax.axhline(b, color="0.3", lw=0.8)
+            ax.axvline(b, color="0.3", lw=0.8)
+    else:
+        for i in range(3):
+            for j in range(3):
+                v = frac[i, j]
+                txt = "n/a" if not np.isfinite(v) else f"{100 * v:.1f}%"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=11,
+                        color=_cell_text_color(im, v))
+    ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
     return fig
-
-
-def reliability_before_after(logits, labels, temperature: float, n_bins: int = 15) -> Figure:
-    """Reliability diagrams and confidence histograms before (T = 1) and after temperature
-    scaling, side by side with the same bins and axes; ECE in each legend."""
-    logits, labels = _np(logits, float), _np(labels, int)
-    after = _np(apply_temperature(logits, temperature), float)
-    fig = _figure((9.0, 7.6))
-    axes = fig.subplots(2, 2, gridspec_kw={"height_ratios": [1.7, 1]})
-    for col, (lg, name) in enumerate(((logits, "before TS (T = 1)"),
-                                      (after, f"after TS (T = {float(temperature):.3g})"))):
-        reliability_diagram(_np(softmax(lg), float), labels, n_bins=n_bins,
-                            title=f"Reliability, {name}", ax=(axes[0, col], axes[1, col]))
-        axes[1, col].set_title(f"Confidence histogram, {name}", fontsize=10)
-    top = max(a.get_ylim()[1] for a in axes[1])
-    for a in axes[1]:
-        a.set_ylim(0, top)
-    return fig
-
-
-def reliability_by_group(probs, labels, train_counts, n_bins: int = 15, title: str = "") -> Figure:
-    """One reliability diagram per many/medium/few group (samples whose true class is in
-    the group); empty groups are skipped. Same bins and axes in every panel. ``title`` names
-    what the probabilities are (e.g. the temperature), so two such figures can be told apart."""
-    probs, labels = _np(probs, float), _np(labels, int)
-    sample_group = shot_groups(_np(train_counts))[labels]
-    present = [g for g in range(3) if np.any(sample_group == g)]
-    fig = _figure((4.2 * max(len(present), 1), 4.4))
-    axes = np.atleast_1d(fig.subplots(1, max(len(present), 1)))
-    if not present:
-        axes[0].text(0.5, 0.5, "no samples", ha="center", transform=axes[0].transAxes)
-    for ax, g in zip(axes, present):
-        m = sample_group == g
-        conf, correct = _conf_correct(probs[m], labels[m])
-        e = float(ece(probs[m], labels[m], n_bins=n_bins))
-        _draw_reliability(ax, conf, correct, n_bins, e,
-                          f"{GROUPS[g]}: n = {int(m.sum())}, acc {100 * correct.mean():.1f}%")
-    fig.suptitle("Reliability by shot group (true class)" + (f", {title}" if title else ""))
-    return fig
-
-
-# --------------------------------------------------------------------------- label shift
 
 
 def accuracy_across_shifts(table: pd.DataFrame) -> Figure:
