@@ -13,6 +13,7 @@ An experiments YAML names a notebook, base parameters and a grid:
     compare: notebooks/05_compare.ipynb      # optional, once per batch over all runs
     run_dirs: [experiments/results/cifar10_lt_if100/*/seed*]   # instead of notebook/grid: analyse
                                        # these finished runs (globs), e.g. an archive (batch_runs.py)
+    analysis_runs: [.../ce/seed*]      # optional with run_dirs: the analysis on these only
 
 Every grid point runs in its own papermill execution; a failure is recorded and the
 batch goes on. A run counts as done only when its run directory has summary.json and it
@@ -35,7 +36,7 @@ from ltlab.experiments_check import check_kernel, check_run_entry, check_spec, c
 from ltlab.io import atomic_write_json, atomic_write_text
 
 KEYS = {"name", "notebook", "parameters", "grid", "runs", "analysis", "compare", "kernel", "runs_root", "timeout",
-        "executor", "run_dirs"}
+        "executor", "run_dirs", "analysis_runs"}
 
 
 def load_experiments(path) -> dict:

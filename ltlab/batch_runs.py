@@ -3,8 +3,10 @@
 ``run_dirs`` in an experiments YAML (globs, relative to the working directory) replaces
 ``notebook`` / ``grid``: every finished run they match (summary.json present) gets each
 ``analysis`` notebook, and the batch one ``compare`` over all of them, linked from
-``reports/<name>/index.html`` like a training batch. Meant for the results archive
-(experiments/demo_archive.yaml): archived runs open like any other run.
+``reports/<name>/index.html`` like a training batch. ``analysis_runs`` (globs, optional)
+narrows the per-run notebooks to some of them, the comparison still covering all (what
+``make demo`` affords). Meant for the results archive (experiments/demo_archive.yaml):
+archived runs open like any other run.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ def analyse_runs(spec: dict, experiments, reports="reports") -> Path:
     root = Path.cwd()
     where = f"experiments file '{experiments}'"
     run_dirs = finished_run_dirs(spec["run_dirs"], where)
+    analysed = {d.resolve() for d in finished_run_dirs(spec.get("analysis_runs", spec["run_dirs"]), where)}
+    if not analysed <= {d.resolve() for d in run_dirs}:
+        raise ConfigError(f"{where}: analysis_runs {spec['analysis_runs']} match runs outside run_dirs")
     for nb in spec["analysis"] + ([spec["compare"]] if spec.get("compare") else []):
         if not (root / nb).is_file():
             raise ConfigError(f"{where}: notebook '{nb}' not found")
@@ -52,7 +57,7 @@ def analyse_runs(spec: dict, experiments, reports="reports") -> Path:
         name = _name(d)
         rec = {"name": name, "params": {}, "run_dir": str(d.resolve()), "status": "ok", "error": None,
                "analysis": []}
-        for nb in spec["analysis"]:
+        for nb in spec["analysis"] if d.resolve() in analysed else []:
             stem = f"{name}__{Path(nb).stem}"
             a = execute(root / nb, out_dir / f"{stem}.ipynb", {"run_dir": str(d.resolve())}, kernel, root,
                         spec.get("timeout"))

@@ -1,5 +1,6 @@
 """Archived runs (float16 logits, no features, no checkpoint) open in notebooks 02-05 via a batch."""
 import json
+import shutil
 
 import numpy as np
 import yaml
@@ -11,14 +12,21 @@ from ltlab.evaluate import load_run
 
 
 def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
+    """The analysis notebooks on the runs analysis_runs names (here ce), the comparison over all."""
     root = tmp_path / "results"
     d = archive.archive_run(demo_run, root, features_kib=0)        # as a CIFAR archive: no features
+    posthoc = tmp_path / "la_s0"                                    # the demo run relabelled as a post-hoc run
+    shutil.copytree(demo_run, posthoc, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    cfg = yaml.safe_load((posthoc / "config.yaml").read_text())
+    (posthoc / "config.yaml").write_text(yaml.safe_dump({**cfg, "method": "la_posthoc", "stage1_run": str(demo_run)}))
+    archive.archive_run(posthoc, root, features_kib=0)
     run = load_run(d)
     p = widgets.predictions(run, "test")
     assert p["logits"].dtype == np.float32 and "features" not in p      # float16 on disk, float32 read
     assert not widgets.has_classifier(run)
     spec = yaml.safe_load((REPO / "experiments" / "demo_archive.yaml").read_text())
     spec["run_dirs"] = [str(root / "*" / "*" / "seed*")]
+    spec["analysis_runs"] = [str(root / "*" / "ce" / "seed*")]
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(REPO)
     index = run_batch(tmp_path / "a.yaml", reports=tmp_path / "reports")
@@ -28,6 +36,8 @@ def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
     assert [a["notebook"] for a in status["analysis"]] == ["02_energy", "03_calibration", "04_test_shift"]
     for a in status["analysis"]:
         assert (out / a["html"]).is_file()
+    assert json.loads((out / "la_posthoc_seed0.status.json").read_text())["analysis"] == []
     assert (out / "compare.html").is_file() and "ce_seed0__02_energy.html" in index.read_text()
+    assert "la_posthoc" in (out / "compare.ipynb").read_text()                 # compared, not analysed
     calib = (out / "ce_seed0__03_calibration.ipynb").read_text()
     assert "no weight-norm / τ-norm view" in calib or "no weight-norm" in calib
