@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from ltlab import metrics as M
@@ -253,8 +254,13 @@ def _prior_figure(q_true, q_hat, q_src, counts, row, name, into: Figure | None =
         line.set_ydata(np.asarray(q)[order])
     ax_p.get_legend().get_texts()[1].set_text(
         f"EM estimate, {row['em_calibration']} (TV {row['em_tv']:.3f}, {row['em_iter']} it., {row['em_status']})")
+    ax_p.set_autoscaley_on(True)       # the floor below switched it off on the last move
     ax_p.relim()
     ax_p.autoscale_view()
+    # a collapsed EM estimate reaches 1e-50: keep the true and source priors readable
+    floor = 0.2 * min(np.min(q[q > 0]) for q in (np.asarray(q_true), np.asarray(q_src)) if (np.asarray(q) > 0).any())
+    if ax_p.get_ylim()[0] < floor:
+        ax_p.set_ylim(bottom=floor)
     ax_p.set_title(f"{name}: n = {row['n']}")
     for lab in st["labels"]:
         lab.remove()
@@ -263,7 +269,9 @@ def _prior_figure(q_true, q_hat, q_src, counts, row, name, into: Figure | None =
         vals = [row[k]] + [row.get(f"{k}_{g}", np.nan) for g in M.GROUPS]
         for bar, v in zip(bars, vals):
             bar.set_height(100 * v)
-        st["labels"] += ax_a.bar_label(bars, fmt="%.1f", fontsize=7, rotation=90, padding=2)
+        # labels given, not fmt: bar_label would format the heights the bars were created with
+        st["labels"] += ax_a.bar_label(bars, labels=["" if np.isnan(v) else f"{100 * v:.1f}" for v in vals],
+                                       fontsize=7, rotation=90, padding=2)
     status = row.get("em_status", "ok")
     # always two title lines: a layout frozen by the widget keeps room for either
     ax_a.set_title("Accuracy on this distribution\n" + ("EM prior from the estimate above" if status == "ok"
@@ -303,10 +311,29 @@ def _is_percent(key: str) -> bool:
     return key in PERCENT or key.rsplit("_", 1)[0] in {"none", "known", "em"} and key.rsplit("_", 1)[-1] in M.GROUPS
 
 
+TABLE_PERCENT = PERCENT | {"error", "AUROC", "FPR95", "AUPR-error"}   # the analysis tables' column names
+
+
+def percent_table(table: pd.DataFrame) -> pd.DataFrame:
+    """An analysis table as the widgets show numbers: accuracies, errors, calibration errors
+    and AUROCs in percent with one decimal, the column renamed "X (%)"; other floats to 4
+    decimals (NLL, Brier, total variation; AURC columns say their own x1000)."""
+    out = table.copy()
+    names = {}
+    for col in table.columns:
+        if not pd.api.types.is_float_dtype(table[col]):
+            continue
+        if col in TABLE_PERCENT or _is_percent(str(col)):
+            out[col] = (100 * table[col]).round(1)
+            names[col] = f"{col} (%)"
+        else:
+            out[col] = table[col].round(4)
+    return out.rename(columns=names)
+
+
 def numbers_table(nums: dict):
     """One-row table of a view's numbers: accuracies, calibration errors and AUROCs in %
     (one decimal, column named '... (%)'), the rest as they are."""
-    import pandas as pd
 
     row = {}
     for k, v in nums.items():

@@ -342,3 +342,17 @@ def test_calibration_and_prior_widgets_move_one_figure(run):
         np.testing.assert_allclose([p.get_height() for p in a.patches], [p.get_height() for p in b.patches])
         assert [t.get_text() for t in a.texts] == [t.get_text() for t in b.texts]      # the bar labels
     assert "backward10" in moved.axes[0].get_title()
+    shown = [t.get_text() for t in moved.axes[1].texts]              # each bar's label is its height
+    want_labels = ["" if np.isnan(want[k]) else f"{100 * want[k]:.1f}" for k in ("none", "known", "em")]
+    assert [shown[0], shown[4], shown[8]] == want_labels, shown
+
+
+def test_percent_table_shows_what_the_widgets_show():
+    """Notebook tables in the widgets' units: accuracies, errors, ECEs, AUROCs in % (1 decimal)."""
+    t = pd.DataFrame({"n": [10, 20], "ECE": [0.12345, 0.5], "AUROC": [0.81234, np.nan], "NLL": [1.234567, 2.0],
+                      "none_many": [0.5, 0.25], "em_tv": [0.123456, 0.2], "em_status": ["ok", "flagged"]})
+    p = widgets.percent_table(t)
+    assert list(p.columns) == ["n", "ECE (%)", "AUROC (%)", "NLL", "none_many (%)", "em_tv", "em_status"]
+    assert p["ECE (%)"].tolist() == [12.3, 50.0] and p["none_many (%)"].tolist() == [50.0, 25.0]
+    assert np.isnan(p["AUROC (%)"][1]) and p["NLL"][0] == 1.2346 and p["em_tv"][0] == 0.1235
+    assert p["n"].tolist() == [10, 20] and t["ECE"][0] == 0.12345        # a copy

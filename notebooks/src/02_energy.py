@@ -70,4 +70,4 @@ viz.energy_vs_count(logits, counts, labels, T=energy_T)
 # NaN: the group has no error (or no correct prediction).
 
 # %%
-analysis.failure_table(logits, labels, counts, T=energy_T).round(4)
+widgets.percent_table(analysis.failure_table(logits, labels, counts, T=energy_T))

@@ -47,7 +47,7 @@ else:
 # ## Calibration metrics, overall and per group
 
 # %%
-analysis.calibration_table(logits, labels, counts, temperature=T, n_bins=n_bins).round(4)
+widgets.percent_table(analysis.calibration_table(logits, labels, counts, temperature=T, n_bins=n_bins))
 
 # %% [markdown]
 # ## Reliability diagrams

@@ -57,7 +57,7 @@ print(f"{run.path}: method {run.config['method']}, dataset {dataset}; source pri
 # %%
 table = shift.shift_table(logits, labels, counts, seed=shift_seed, source_counts=src, calibration=cal,
                           subsets=subsets)
-table[["n", "none", "known", "em", "em_tv", "em_iter", "em_status"]].round(4)
+widgets.percent_table(table[["n", "none", "known", "em", "em_tv", "em_iter", "em_status"]])
 
 # %%
 viz.accuracy_across_shifts(table[["none", "known", "em"]].rename(
@@ -72,7 +72,7 @@ viz.accuracy_across_shifts(table[["none", "known", "em"]].rename(
 # %%
 cals = {m: widgets.em_calibration(run, m, source_prior)
         for m in ("bcts", "ts", "none") if m == "none" or widgets.has_split(run, "val")}
-shift.em_tv_table(logits, labels, cals, seed=shift_seed, subsets=subsets).round(4)
+widgets.percent_table(shift.em_tv_table(logits, labels, cals, seed=shift_seed, subsets=subsets))
 
 # %% [markdown]
 # ## Per group (class mean by training counts)
