@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ltlab import viz  # noqa: E402
-from ltlab.metrics import calibration_bins, per_class_accuracy, softmax  # noqa: E402
+from ltlab.metrics import calibration_bins, ece, per_class_accuracy, softmax  # noqa: E402
 
 COUNTS = np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])  # 4 many, 3 medium, 3 few
 
@@ -105,7 +105,9 @@ def test_reliability_diagram_bars_match_calibration_bins(data, tmp_path):
     np.testing.assert_allclose([p.get_x() for p in bars], b["edges"][:-1][full])
     gaps = [p for p in _container(ax, viz.GAP_LABEL_PREFIX).patches if p.get_visible()]
     np.testing.assert_allclose([p.get_y() + p.get_height() for p in gaps], b["conf"][full])
-    assert any("ECE" in t.get_text() for t in ax.get_legend().get_texts())
+    e = 100 * ece(probs, labels)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "perfect calibration", viz.ACC_LABEL, f"{viz.GAP_LABEL_PREFIX} (ECE = {e:.2f}%)"]
     hist = fig.axes[1]
     np.testing.assert_allclose(sum(p.get_height() for p in hist.patches), 100.0)
     _save(fig, tmp_path, "reliability_diagram")
@@ -129,7 +131,9 @@ def test_set_reliability_moves_a_figure_to_what_a_fresh_one_shows(data):
     np.testing.assert_allclose(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1])
     np.testing.assert_allclose(a[2], b[2])
-    assert a[3:] == b[3:] and "ECE = " in " ".join(a[3])
+    assert a[3:] == b[3:]
+    e3 = 100 * ece(softmax(logits / 3.0), labels)
+    assert a[3][:3] == ["perfect calibration", viz.ACC_LABEL, f"{viz.GAP_LABEL_PREFIX} (ECE = {e3:.2f}%)"]
 
 
 def test_reliability_diagram_on_given_ax(data):
@@ -149,9 +153,11 @@ def test_reliability_before_after(data, tmp_path):
     fig = viz.reliability_before_after(logits, labels, T)
     assert len(fig.axes) == 4
     rel = fig.axes[0], fig.axes[1]
-    for ax in rel:
+    for ax, t in zip(rel, (1.0, T)):
         assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (0, 1)
-        assert any("ECE" in t.get_text() for t in ax.get_legend().get_texts())
+        e = 100 * ece(softmax(logits / t), labels)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+            "perfect calibration", viz.ACC_LABEL, f"{viz.GAP_LABEL_PREFIX} (ECE = {e:.2f}%)"]
     assert fig.axes[2].get_ylim() == fig.axes[3].get_ylim()
     _save(fig, tmp_path, "reliability_before_after")
 

@@ -40,7 +40,10 @@ def _move_reliability(ax, bins, ece_value, title) -> None:
         a.set_height(ai if n > 0 else 0.0)
         g.set_y(ai if n > 0 else 0.0)
         g.set_height(ci - ai if n > 0 else 0.0)
-    ax.get_legend().get_texts()[1].set_text(f"{GAP_LABEL_PREFIX} (ECE = {100 * ece_value:.2f}%)")
+    label = f"{GAP_LABEL_PREFIX} (ECE = {100 * ece_value:.2f}%)"
+    gap_bars.set_label(label)
+    # the legend lists the y = x line first: find the gap's entry by its text, not its place
+    next(t for t in ax.get_legend().get_texts() if t.get_text().startswith(GAP_LABEL_PREFIX)).set_text(label)
     ax.set_title(title, fontsize=10)
 
 
