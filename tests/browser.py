@@ -100,11 +100,13 @@ class Browser:
                 raise TimeoutError(f"{what or js}: not within {timeout} s")
             time.sleep(0.25)
 
-    def click(self, selector: str) -> None:
-        """A real mouse click at the middle of the first element matching selector (web
-        components such as JupyterLab's toolbar buttons ignore element.click())."""
-        x, y = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                             ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    def click(self, selector: str, text: str | None = None) -> None:
+        """A real mouse click at the middle of the first element matching selector (and whose
+        text is ``text``, if given): web components such as JupyterLab's toolbar buttons and
+        menus ignore element.click()."""
+        x, y = self.evaluate(f"(() => {{ const e = [...document.querySelectorAll({json.dumps(selector)})]"
+                             f".find(e => {json.dumps(text)} === null || e.innerText.trim() === {json.dumps(text)});"
+                             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 

@@ -79,11 +79,14 @@ def test_every_control_redraws_in_live_jupyterlab(lab, name, expect, tmp_path):
         # a tall window: JupyterLab renders every cell instead of only those in view
         b.call("Emulation.setDeviceMetricsOverride", width=1280, height=6000, deviceScaleFactor=1, mobile=False)
         b.open(f"{url}/lab/tree/{name}.ipynb?reset")
-        b.wait_until("document.querySelector('[data-command=\"notebook:restart-run-all\"]')", what="the notebook")
-        time.sleep(2)
-        b.click('[data-command="notebook:restart-run-all"]')
-        b.wait_until("document.querySelector('.jp-Dialog-button.jp-mod-accept')", what="the restart dialog")
-        b.click(".jp-Dialog-button.jp-mod-accept")
+        # Run > Run All Cells once the kernel is up: a restart while it still starts can leave
+        # JupyterLab's kernel connection stale on a loaded machine
+        b.wait_until("document.querySelector('.jp-Notebook') && document.body.innerText.includes('Idle')",
+                     timeout=300, what="the notebook with an idle kernel")
+        b.click(".lm-MenuBar-item", text="Run")
+        b.wait_until("document.querySelector('.lm-Menu-item[data-command=\"notebook:run-all-cells\"]')",
+                     what="the Run menu")
+        b.click('.lm-Menu-item[data-command="notebook:run-all-cells"]')
         b.wait_until(f"{CONTROLS}.length >= {len(expect)} && document.body.innerText.includes('Idle') && "
                      "[...document.querySelectorAll('.jp-InputArea-prompt')].every(p => /\\[\\d+\\]/.test(p.textContent)"
                      " || p.textContent.trim() === '')", timeout=300, what="every cell run, the widgets shown")
@@ -114,7 +117,8 @@ def test_every_control_redraws_in_live_jupyterlab(lab, name, expect, tmp_path):
             moved[label] = value
         b.screenshot(tmp_path / f"{name}.png", max_height=4000)
         print(f"screenshot: {tmp_path / f'{name}.png'}; moved {moved}")
-        errors = [e for e in b.errors() if "Canceled future" not in e]   # JupyterLab's own, from the restart
+        # JupyterLab's debugger extension logs this when a kernel has no debugger session yet
+        errors = [e for e in b.errors() if "Could not restore the debugger state" not in e]
         assert errors == [], errors
     finally:
         b.close()
