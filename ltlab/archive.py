@@ -162,17 +162,18 @@ def bin_moves(src_pred, f16_pred, temperature=None) -> dict:
     with np.load(Path(f16_pred) / "test.npz") as z:
         l16 = z["logits"].astype(np.float64)
     g = M.shot_groups(counts)[np.asarray(labels, dtype=np.int64)]
-    out = {}
-    for t, prefix in ((1.0, ""),) + (((float(temperature), "ts"),) if temperature else ()):
-        c32, c16 = M.softmax(l32 / t).max(axis=1), M.softmax(l16 / t).max(axis=1)
-        every = np.ones(len(c32), dtype=bool)
-        if prefix:
-            out["ece_ts"] = _binning_extra(c32, c16, every)[0]
-            continue
-        out["ece"], out["mce"] = _binning_extra(c32, c16, every)
-        for i, name in enumerate(M.GROUPS):
-            if (g == i).any():
-                out[f"ece_{name}"] = _binning_extra(c32, c16, g == i)[0]
+
+    def conf(logits, t):
+        return M.softmax(logits / t).max(axis=1)
+
+    c32, c16 = conf(l32, 1.0), conf(l16, 1.0)
+    out = dict(zip(("ece", "mce"), _binning_extra(c32, c16, np.ones(len(c32), dtype=bool))))
+    for i, name in enumerate(M.GROUPS):
+        if (g == i).any():
+            out[f"ece_{name}"] = _binning_extra(c32, c16, g == i)[0]
+    if temperature:
+        t = float(temperature)
+        out["ece_ts"] = _binning_extra(conf(l32, t), conf(l16, t), np.ones(len(c32), dtype=bool))[0]
     return {k: v for k, v in out.items() if v > 0}
 
 

@@ -217,16 +217,15 @@ def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibra
     em_cols, res = shift.em_columns(f[idx], y[idx], counts, cal)
     row.update(em_cols)
     q_true = np.bincount(y[idx], minlength=c) / len(idx)
-    same = into is not None and np.array_equal(getattr(into, "_ltlab_prior", {}).get("order"),
-                                               np.argsort(-np.asarray(counts), kind="stable"))
-    fig = _prior_figure(q_true, res.prior, cal.source_prior, counts, row, shift_name, into if same else None)
+    order = np.argsort(-np.asarray(counts), kind="stable")        # classes by training count
+    same = into is not None and np.array_equal(getattr(into, "_ltlab_prior", {}).get("order"), order)
+    fig = _prior_figure(q_true, res.prior, cal.source_prior, order, row, shift_name, into if same else None)
     return fig, {"shift": shift_name, **row}
 
 
-def _prior_figure(q_true, q_hat, q_src, counts, row, name, into: Figure | None = None) -> Figure:
-    """Class priors (left, log scale) and accuracy by group with three corrections (right);
-    ``into``: a figure made here for the same classes, moved in place."""
-    order = np.argsort(-np.asarray(counts), kind="stable")
+def _prior_figure(q_true, q_hat, q_src, order, row, name, into: Figure | None = None) -> Figure:
+    """Class priors (left, log scale, classes in ``order``) and accuracy by group with three
+    corrections (right); ``into``: a figure made here for the same order, moved in place."""
     keys, cats = ("none", "known", "em"), ["all", *M.GROUPS]
     if into is None:
         x = np.arange(len(order))

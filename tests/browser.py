@@ -92,28 +92,6 @@ class Browser:
             raise RuntimeError(f"page script failed: {r['exceptionDetails'].get('text')}")
         return r["result"].get("value")
 
-    def wait_until(self, js: str, timeout: float = 120.0, what: str = "") -> None:
-        """Poll a JavaScript condition until it is truthy."""
-        deadline = time.time() + timeout
-        while not self.evaluate(f"!!({js})"):
-            if time.time() > deadline:
-                raise TimeoutError(f"{what or js}: not within {timeout} s")
-            time.sleep(0.25)
-
-    def click(self, selector: str, text: str | None = None) -> None:
-        """A real mouse click at the middle of the first element matching selector (and whose
-        text is ``text``, if given): web components such as JupyterLab's toolbar buttons and
-        menus ignore element.click()."""
-        x, y = self.evaluate(f"(() => {{ const e = [...document.querySelectorAll({json.dumps(selector)})]"
-                             f".find(e => {json.dumps(text)} === null || e.innerText.trim() === {json.dumps(text)});"
-                             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-        for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-
-    def press(self, key: str, code: int) -> None:
-        for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
-
     def screenshot(self, path: Path, max_height: int = 8000) -> Path:
         height = min(int(self.evaluate("document.documentElement.scrollHeight")), max_height)
         self.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
