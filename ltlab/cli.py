@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("batch", help="run a papermill grid of notebooks into reports/<batch>/",
                        description="Execute each grid point of EXPERIMENTS.yaml with papermill, render HTML reports and "
-                                   "reports/<batch>/index.html. Finished runs with the same parameters are skipped.")
+                                   "reports/<batch>/index.html. Finished runs with the same parameters are skipped. "
+                                   "Exits 1 when any run failed (the index still lists every run).")
     b.add_argument("experiments")
     b.add_argument("--reports", default="reports", help="folder for rendered reports (default: reports)")
     b.add_argument("--rerun", action="store_true", help="execute every run again, finished or not")
@@ -182,6 +183,12 @@ def main(argv=None) -> int:
             index = run_batch(args.experiments, reports=args.reports, rerun=args.rerun, executor=flags,
                               status=args.status)
             print(index)
+            state = json.loads((index.parent / "batch.json").read_text())
+            failed = state["counts"].get("failed", 0)
+            what = [f"{failed} run(s)"] * bool(failed) + ["the compare notebook"] * (state.get("compare") == "failed")
+            if what and not args.status:   # a grid with failures must not read as done in make or a script
+                print(f"ltlab: error: {' and '.join(what)} of the batch failed; see {index}", file=sys.stderr)
+                return 1
         elif args.command == "archive":
             from ltlab import archive
 

@@ -258,7 +258,8 @@ def write_batch_report(out_dir, spec: dict, records: list) -> Path:
     written = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out_dir / "index.html", batch_page(spec, records, written))
     atomic_write_json(out_dir / BATCH_FILE, {"name": spec["name"], "notebook": spec.get("notebook"),
-                                            "written": written, "counts": status_counts(records)})
+                                            "written": written, "counts": status_counts(records),
+                                            "compare": spec.get("_compare", {}).get("status")})
     write_landing(out_dir.parent)
     return (out_dir / "index.html").resolve()
 

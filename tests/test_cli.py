@@ -63,3 +63,25 @@ def test_eval_recomputes_corrupted_numbers_and_writes(demo_run, tmp_path, capsys
 def test_console_script_installed():
     r = subprocess.run([sys.executable, "-m", "ltlab.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+@pytest.mark.parametrize("counts, compare, code, needle", [
+    ({"ok": 2}, "ok", 0, ""),
+    ({"ok": 1, "failed": 1}, None, 1, "1 run(s) of the batch failed"),
+    ({"ok": 2}, "failed", 1, "the compare notebook of the batch failed"),
+])
+def test_batch_exit_code_says_whether_every_run_finished(tmp_path, monkeypatch, capsys, counts, compare, code, needle):
+    """`make demo` and scripts see a failed run in the exit code, not only in the index."""
+    import ltlab.batch
+    from ltlab.report import write_batch_report
+
+    def fake_run_batch(experiments, **kw):
+        records = [{"name": f"r{i}", "status": s} for s, n in counts.items() for i in range(n)]
+        monkeypatch.setattr("ltlab.report.batch_page", lambda *a: "<html></html>")
+        return write_batch_report(tmp_path / "reports" / "b", {"name": "b", "_compare": {"status": compare}}, records)
+
+    monkeypatch.setattr(ltlab.batch, "run_batch", fake_run_batch)
+    assert main(["batch", "x.yaml", "--reports", str(tmp_path / "reports")]) == code
+    err = capsys.readouterr().err
+    assert needle in err and (code == 0) == (err == "")
+    assert main(["batch", "x.yaml", "--reports", str(tmp_path / "reports"), "--status"]) == 0   # asks, runs nothing

@@ -46,7 +46,7 @@ def test_slurm_batch_matches_local_batch(tmp_path, monkeypatch, capsys):
     with single_node_slurm(tmp_path / "cluster", cpus=2) as env:
         monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
         monkeypatch.chdir(tmp_path / "slurm")
-        assert main(["batch", str(exp)]) == 0       # executor: slurm from the YAML
+        assert main(["batch", str(exp)]) == 1       # executor: slurm from the YAML; bad_seed-0 fails
         slurm = _statuses(tmp_path / "slurm" / "reports")
         jobs = json.loads((tmp_path / "slurm" / "reports" / "grid" / "slurm" / "jobs.json").read_text())
         # stage two ran in a second array, after the first had finished
@@ -63,14 +63,14 @@ def test_slurm_batch_matches_local_batch(tmp_path, monkeypatch, capsys):
         assert "2 done, 1 failed" in out and jobs == json.loads(
             (tmp_path / "slurm" / "reports" / "grid" / "slurm" / "jobs.json").read_text())   # nothing submitted
 
-        assert main(["batch", str(exp)]) == 0       # re-run: only the failed point is submitted again
+        assert main(["batch", str(exp)]) == 1       # re-run: only the failed point is submitted again (and fails)
         jobs2 = json.loads((tmp_path / "slurm" / "reports" / "grid" / "slurm" / "jobs.json").read_text())
         assert jobs2["s1_seed-0"] == jobs["s1_seed-0"] and jobs2["tau_seed-0"] == jobs["tau_seed-0"]
         assert jobs2["bad_seed-0"]["job"] != jobs["bad_seed-0"]["job"]
 
     monkeypatch.chdir(tmp_path / "local")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")     # as the SLURM tasks (cpus: 1), on any number of cores
-    assert main(["batch", str(exp), "--executor", "local", "--jobs", "2"]) == 0
+    assert main(["batch", str(exp), "--executor", "local", "--jobs", "2"]) == 1
     local = _statuses(tmp_path / "local" / "reports")
     assert {k: v["status"] for k, v in local.items()} == {k: v["status"] for k, v in slurm.items()} == {
         "s1_seed-0": "ok", "tau_seed-0": "ok", "bad_seed-0": "failed"}
