@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ltlab.config import ConfigError
-from ltlab.io import atomic_write_json
+from ltlab.io import atomic_write_json, core_share
 
 DEFAULTS = {"name": "local", "jobs": 1, "partition": None, "time": 60, "gpus": 0, "cpus": 2, "mem": None}
 STAGGER_S = 2.0   # between the first local starts (papermill#511: kernels racing for ports)
@@ -69,16 +69,6 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def cpu_threads(jobs: int) -> int:
-    """CPU threads for each of `jobs` concurrent runs: the cores shared out, so that N runs do
-    not each start a thread per core and fight over them (torch's default)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // jobs)
-
-
 def _local_worker(task: dict, gpu, delay: float, threads: int) -> dict:
     from ltlab.batch import run_point
 
@@ -108,7 +98,7 @@ def run_local(tasks: list[dict], jobs: int) -> None:
             futures = []
             for i, t in enumerate(stage):
                 futures.append(pool.submit(_local_worker, t, gpus[n % len(gpus)], STAGGER_S * i if i < jobs else 0.0,
-                                             cpu_threads(jobs)))
+                                             core_share(jobs)))
                 n += 1
             try:
                 for f in cf.as_completed(futures):

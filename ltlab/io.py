@@ -25,6 +25,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def core_share(n: int) -> int:
+    """This process's CPU cores shared out among n concurrent users (runs, or processes of one
+    run), at least 1: N of them starting a thread or worker per core would fight over them."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, n))
+
+
 def _umask() -> int:
     mask = os.umask(0)   # the only way to read it is to set it; put it straight back
     os.umask(mask)

@@ -10,6 +10,7 @@ import yaml
 import ltlab.batch as B
 from ltlab import executors as X
 from ltlab.config import ConfigError
+from ltlab.io import core_share
 
 from conftest import REPO, demo_config, small_demo, tiny_folder
 
@@ -108,15 +109,19 @@ def test_two_local_jobs_overlap(tmp_path, monkeypatch):
     assert recs[0]["pid"] != recs[1]["pid"]
     assert max(r["started"] for r in recs) < min(r["finished"] for r in recs)   # the intervals overlap
     # the cores shared out: each of the two runs got half of them (unless OMP_NUM_THREADS was set)
-    want = os.environ.get("OMP_NUM_THREADS") or str(X.cpu_threads(2))
+    want = os.environ.get("OMP_NUM_THREADS") or str(core_share(2))
     for s in (0, 1):
         prov = json.loads((tmp_path / "runs" / "par" / f"seed-{s}" / "provenance.json").read_text())
         assert prov["device"].endswith(f" {want} threads)"), prov["device"]
 
 
-def test_cpu_threads_share_the_cores(monkeypatch):
+def test_cores_shared_out_among_runs_and_among_processes(monkeypatch):
+    from ltlab.data.lists import _workers
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    assert [X.cpu_threads(j) for j in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert [core_share(j) for j in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")          # 4 torchrun processes: 2 cores each
+    assert [_workers(r) for r in (0, 1, 8)] == [0, 1, 2]
 
 
 def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):

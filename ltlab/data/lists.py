@@ -19,6 +19,7 @@ import torch
 
 from ltlab.data.errors import DataError
 from ltlab.data.list_loader import ListDataset, ListLoader, eval_transform, train_transform
+from ltlab.io import core_share
 from ltlab.resources import data_dir
 
 SPLITS_DIR = data_dir() / "splits"
@@ -282,9 +283,7 @@ def _class_names(train: SplitList, num_classes: int) -> list:
 
 def _workers(requested: int) -> int:
     """Workers per process: as asked, but not more than this process's share of the cores."""
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(int(requested), max(1, cores // max(1, local_world))))
+    return max(0, min(int(requested), core_share(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
 def build_list_data(cfg, device) -> ListBundle:
