@@ -3,9 +3,9 @@
 ``ltlab table DIR`` reads every run under DIR (any folder with summary.json; a method is the
 first folder level, e.g. DIR/crt/seed0/), and prints per method: n (runs), mean ± sample std
 over seeds of top-1, many / medium / few, ECE, ECE after temperature scaling (fitted on the
-val split), AUROC of MSP (correct vs wrong), epochs, device (provenance.json), whether the
-numbers are recomputable (archived with predictions: archive.json), and the published top-1
-with its source (ltlab/published.py).
+val split), AUROC of MSP (correct vs wrong), epochs (a stage two's as 'stage one + own'),
+device (provenance.json), whether the numbers are recomputable (archived with predictions:
+archive.json), and the published top-1 with its source (ltlab/published.py).
 
 The README holds such tables between markers; ``ltlab table --update-readme README.md``
 regenerates every one of them from its own command line, and tests/test_leaderboard.py fails
@@ -44,6 +44,18 @@ def _device(run_dir: Path) -> str:
     return "CPU" if d.startswith("cpu") else d.replace("NVIDIA ", "")
 
 
+def _epochs(run_dir: Path, summary: dict) -> str:
+    """Training epochs; a stage two's as 'stage one + its own' (a post-hoc one adds 0), read
+    through archive.json's link to the archived stage one."""
+    own = summary.get("epochs")
+    f = run_dir / "archive.json"
+    link = json.loads(f.read_text()).get("stage1") if f.is_file() else None
+    s1 = run_dir / link / "summary.json" if link else None
+    if s1 is None or not s1.is_file():
+        return str(own)
+    return f"{json.loads(s1.read_text()).get('epochs')} + {own}"
+
+
 def collect(bench_dir) -> dict[str, list[dict]]:
     """{method folder: [{summary, config, device, archived}, ...]} of every finished run."""
     root = Path(bench_dir)
@@ -58,6 +70,7 @@ def collect(bench_dir) -> dict[str, list[dict]]:
         cfg = yaml.safe_load((f.parent / "config.yaml").read_text()) if (f.parent / "config.yaml").is_file() else {}
         out.setdefault(rel.parts[0] if rel.parts else root.name, []).append({
             "summary": json.loads(f.read_text()), "config": cfg, "device": _device(f.parent),
+            "epochs": _epochs(f.parent, json.loads(f.read_text())),
             "archived": (f.parent / "archive.json").is_file()})
     return out
 
@@ -92,7 +105,7 @@ def rows(bench_dir, benchmark: str | None = None, runs_only: bool = False) -> li
         for key, name in COLUMNS.items():
             row[name] = _stat([r["summary"].get(key) for r in group], 100.0 if key in PERCENT else 1.0,
                               1 if key in PERCENT else 3) if group else "–"
-        row["epochs"] = _join(r["summary"].get("epochs") for r in group) or "–"
+        row["epochs"] = _join(r["epochs"] for r in group) or "–"
         row["device"] = _join(r["device"] for r in group) or "–"
         row["recomputable"] = ("yes" if all(r["archived"] for r in group) else "no (no predictions)") if group else "–"
         row["published top-1"] = "n/a" if pub is None else f"{pub}"

@@ -41,6 +41,17 @@ def test_mean_std_n_and_published(tmp_path):
     assert [r["method"] for r in only] == ["ce", "my_method"]
 
 
+def test_stage_two_epochs_count_its_stage_one(tmp_path):
+    _fake(tmp_path, "ce", 0, top1=0.6)
+    for m, own in (("crt", 10), ("tau_norm", 0)):
+        _fake(tmp_path, m, 0, top1=0.7, epochs=own)
+        (tmp_path / m / "seed0" / "archive.json").write_text(json.dumps({"stage1": f"../../../{tmp_path.name}/ce/seed0"}))
+    _fake(tmp_path, "lws", 1, top1=0.7, epochs=10)        # its stage one is not there: its own epochs
+    (tmp_path / "lws" / "seed1" / "archive.json").write_text(json.dumps({"stage1": f"../../../{tmp_path.name}/gone/seed0"}))
+    rows = {r["method"]: r["epochs"] for r in leaderboard.rows(tmp_path, benchmark="x", runs_only=True)}
+    assert rows == {"ce": "200", "crt": "200 + 10", "tau_norm": "200 + 0", "lws": "10"}
+
+
 def test_table_of_a_real_archive(demo_run, tmp_path, capsys):
     root = tmp_path / "results"
     archive.archive_run(demo_run, root)
