@@ -223,7 +223,7 @@ def run_batch(experiments, reports="reports", rerun=False, executor: dict | None
     if spec.get("run_dirs"):
         from ltlab.batch_runs import analyse_runs
 
-        return analyse_runs(spec, experiments, reports)
+        return analyse_runs(spec, experiments, reports, jobs=opts["jobs"])
     root = Path.cwd()
     notebook = (root / spec["notebook"]).resolve()
     if not notebook.is_file():

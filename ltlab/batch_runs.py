@@ -5,13 +5,14 @@
 ``analysis`` notebook, and the batch one ``compare`` over all of them, linked from
 ``reports/<name>/index.html`` like a training batch. ``analysis_runs`` (globs, optional)
 narrows the per-run notebooks to some of them, the comparison still covering all (what
-``make demo`` affords). Meant for the results archive (experiments/demo_archive.yaml):
+``make demo`` affords). ``--jobs N`` executes N notebooks at once (always on this machine). Meant for the results archive (experiments/demo_archive.yaml):
 archived runs open like any other run.
 """
 from __future__ import annotations
 
 import glob
 import os
+import time
 from pathlib import Path
 
 from ltlab.config import ConfigError
@@ -36,8 +37,43 @@ def _name(run_dir: Path) -> str:
     return "_".join(parts[-2:]).replace(" ", "")     # <method>_seed<k> in an archive
 
 
-def analyse_runs(spec: dict, experiments, reports="reports") -> Path:
-    from ltlab.batch import execute, write_index
+def _page(job: dict) -> dict:
+    """One notebook execution, in a pool worker: started after `delay` s, torch on `threads`."""
+    from ltlab.batch import execute
+
+    time.sleep(job.pop("delay"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(job.pop("threads")))
+    return execute(**job)
+
+
+def execute_pages(jobs: list[dict], workers: int) -> list[dict]:
+    """Status records of execute(**job) for each job, in order; up to `workers` notebooks at
+    once, each in a fresh process (a page is mostly one core's work: kernel start, figures,
+    HTML), the first starts staggered as a training batch's (papermill#511)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from ltlab.batch import execute
+    from ltlab.executors import STAGGER_S
+    from ltlab.io import core_share
+
+    if workers == 1 or len(jobs) < 2:
+        return [execute(**j) for j in jobs]
+    workers = min(workers, len(jobs))
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_page, {**j, "delay": STAGGER_S * i if i < workers else 0.0,
+                                       "threads": core_share(workers)}) for i, j in enumerate(jobs)]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> Path:
+    """Every analysis page and the comparison, up to `jobs` notebooks at once."""
+    from ltlab.batch import write_index
 
     root = Path.cwd()
     where = f"experiments file '{experiments}'"
@@ -52,23 +88,26 @@ def analyse_runs(spec: dict, experiments, reports="reports") -> Path:
     out_dir = Path(reports) / spec["name"]
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    common = {"kernel": kernel, "cwd": root, "timeout": spec.get("timeout")}
+    pages = [(d, nb) for d in run_dirs if d.resolve() in analysed for nb in spec["analysis"]]
+    page_jobs = [{"notebook": root / nb, "out_ipynb": out_dir / f"{_name(d)}__{Path(nb).stem}.ipynb",
+                  "params": {"run_dir": str(d.resolve())}, **common} for d, nb in pages]
+    if spec.get("compare"):   # it reads the runs, not the pages: it runs beside them
+        page_jobs.append({"notebook": root / spec["compare"], "out_ipynb": out_dir / "compare.ipynb",
+                          "params": {"run_dirs": [str(d.resolve()) for d in run_dirs]}, **common})
+    done = execute_pages(page_jobs, jobs)
+    if spec.get("compare"):
+        spec["_compare"] = {"html": "compare.html", **done.pop()}
     records = []
     for d in run_dirs:
         name = _name(d)
         rec = {"name": name, "params": {}, "run_dir": str(d.resolve()), "status": "ok", "error": None,
                "analysis": []}
-        for nb in spec["analysis"] if d.resolve() in analysed else []:
-            stem = f"{name}__{Path(nb).stem}"
-            a = execute(root / nb, out_dir / f"{stem}.ipynb", {"run_dir": str(d.resolve())}, kernel, root,
-                        spec.get("timeout"))
-            rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{stem}.html", **a})
+        for nb, a in [(nb, a) for (run, nb), a in zip(pages, done) if run == d]:
+            rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{name}__{Path(nb).stem}.html", **a})
             if a["status"] != "ok":
                 rec.update(status="failed", error=f"{Path(nb).stem}: {a['error']}")
         print(f"[{spec['name']}] {name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
         atomic_write_json(out_dir / f"{name}.status.json", rec)
         records.append(rec)
-    if spec.get("compare"):
-        rec = execute(root / spec["compare"], out_dir / "compare.ipynb",
-                      {"run_dirs": [r["run_dir"] for r in records]}, kernel, root, spec.get("timeout"))
-        spec["_compare"] = {"html": "compare.html", **rec}
     return write_index(out_dir, spec, records)

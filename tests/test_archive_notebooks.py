@@ -12,7 +12,8 @@ from ltlab.evaluate import load_run
 
 
 def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
-    """The analysis notebooks on the runs analysis_runs names (here ce), the comparison over all."""
+    """The analysis notebooks on the runs analysis_runs names (here ce), the comparison over all,
+    two notebooks at a time (each page lands in its run's record, in the YAML's order)."""
     root = tmp_path / "results"
     d = archive.archive_run(demo_run, root, features_kib=0)        # as a CIFAR archive: no features
     posthoc = tmp_path / "la_s0"                                    # the demo run relabelled as a post-hoc run
@@ -29,7 +30,7 @@ def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
     spec["analysis_runs"] = [str(root / "*" / "ce" / "seed*")]
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(REPO)
-    index = run_batch(tmp_path / "a.yaml", reports=tmp_path / "reports")
+    index = run_batch(tmp_path / "a.yaml", reports=tmp_path / "reports", executor={"jobs": 2})   # 2 at once
     out = index.parent
     status = json.loads((out / "ce_seed0.status.json").read_text())
     assert status["status"] == "ok", status
