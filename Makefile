@@ -19,8 +19,11 @@ kernel: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ltlab batch experiments/demo.yaml
 
+# two xdist workers, each torch on one thread (two 2-thread workers on 2 cores fight over them):
+# 19.5 min for the suite where one process took 24 (2 cores, 2026-11-30)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m pytest -q
+	TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -13,6 +13,17 @@ SHARED = REPO.parent / "shared"
 CIFAR10_ZIP = SHARED / "data" / "cifar10" / "cifar10-jpeg.zip"
 
 
+# The longest test files first (measured with --durations, 2 workers), so that `make test`'s
+# two xdist workers (--dist loadfile) do not end on one long file while the other idles.
+SLOW_FIRST = ("test_reliability", "test_methods_e2e", "test_distributed", "test_real_data", "test_slurm",
+              "test_compile", "test_batch", "test_schedule", "test_browser", "test_widgets", "test_wheel")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))   # stable: file order kept
+
+
 def demo_config(run_dir, **kw):
     cfg = {"dataset": "demo", "epochs": 2, "eval_every": 1, "device": "cpu", "run_dir": str(run_dir),
            "progress": False}
