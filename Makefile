@@ -23,11 +23,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ltlab batch experiments/demo.yaml --jobs 2
 	$(VENV)/bin/ltlab batch experiments/demo_archive.yaml --jobs 2
 
-# two xdist workers, each torch on one thread (two 2-thread workers on 2 cores fight over them):
-# 19.5 min for the suite where one process took 24 (2 cores, 2026-11-30)
+# two xdist workers, each torch on one thread (two 2-thread workers on 2 cores fight over them),
+# in conftest's longest-first file order (xdist's default reorders files by test count, which
+# left the one-test long files for the end); 2 cores: 1168 s where one process took about 1430 s
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

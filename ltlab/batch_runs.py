@@ -5,8 +5,9 @@
 ``analysis`` notebook, and the batch one ``compare`` over all of them, linked from
 ``reports/<name>/index.html`` like a training batch. ``analysis_runs`` (globs, optional)
 narrows the per-run notebooks to some of them, the comparison still covering all (what
-``make demo`` affords). ``--jobs N`` executes N notebooks at once (always on this machine). Meant for the results archive (experiments/demo_archive.yaml):
-archived runs open like any other run.
+``make demo`` affords). ``--jobs N`` executes N notebooks at once, on this machine whatever
+the executor. Meant for the results archive (experiments/demo_archive.yaml): archived runs
+open like any other run.
 """
 from __future__ import annotations
 
