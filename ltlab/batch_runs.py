@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from ltlab.config import ConfigError
 from ltlab.io import atomic_write_json
 
@@ -102,8 +104,10 @@ def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> P
     records = []
     for d in run_dirs:
         name = _name(d)
-        rec = {"name": name, "params": {}, "run_dir": str(d.resolve()), "status": "ok", "error": None,
-               "analysis": []}
+        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+        # method and seed as the run's config has them: the index groups the runs by method, over seeds
+        rec = {"name": name, "params": {k: cfg[k] for k in ("method", "seed") if k in cfg}, "run_dir": str(d.resolve()),
+               "status": "ok", "error": None, "analysis": []}
         for nb, a in [(nb, a) for (run, nb), a in zip(pages, done) if run == d]:
             rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{name}__{Path(nb).stem}.html", **a})
             if a["status"] != "ok":

@@ -38,6 +38,11 @@ def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
     for a in status["analysis"]:
         assert (out / a["html"]).is_file()
     assert json.loads((out / "la_posthoc_seed0.status.json").read_text())["analysis"] == []
+    # the index groups the runs by method (one row each here), not all runs as one configuration
+    from ltlab.report import aggregate, runs_frame
+    records = [json.loads((out / f"{n}.status.json").read_text()) for n in ("ce_seed0", "la_posthoc_seed0")]
+    assert [(json.loads(c)["method"], n) for c, n in aggregate(runs_frame(records))[["config", "n"]].values] == [
+        ("ce", 1), ("la_posthoc", 1)]
     assert (out / "compare.html").is_file() and "ce_seed0__02_energy.html" in index.read_text()
     assert "la_posthoc" in (out / "compare.ipynb").read_text()                 # compared, not analysed
     calib = (out / "ce_seed0__03_calibration.ipynb").read_text()
