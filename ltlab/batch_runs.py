@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 from pathlib import Path
 
 import yaml
@@ -40,38 +39,20 @@ def _name(run_dir: Path) -> str:
     return "_".join(parts[-2:]).replace(" ", "")     # <method>_seed<k> in an archive
 
 
-def _page(job: dict) -> dict:
-    """One notebook execution, in a pool worker: started after `delay` s, torch on `threads`."""
+def _execute(job: dict) -> dict:
     from ltlab.batch import execute
 
-    time.sleep(job.pop("delay"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(job.pop("threads")))
     return execute(**job)
 
 
 def execute_pages(jobs: list[dict], workers: int) -> list[dict]:
     """Status records of execute(**job) for each job, in order; up to `workers` notebooks at
-    once, each in a fresh process (a page is mostly one core's work: kernel start, figures,
-    HTML), the first starts staggered as a training batch's (papermill#511)."""
-    import concurrent.futures as cf
-    import multiprocessing
-
-    from ltlab.batch import execute
-    from ltlab.executors import STAGGER_S
-    from ltlab.io import core_share
+    once (executors.pool_map: a page is mostly one core's work, kernel start, figures, HTML)."""
+    from ltlab.executors import pool_map
 
     if workers == 1 or len(jobs) < 2:
-        return [execute(**j) for j in jobs]
-    workers = min(workers, len(jobs))
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_page, {**j, "delay": STAGGER_S * i if i < workers else 0.0,
-                                       "threads": core_share(workers)}) for i, j in enumerate(jobs)]
-        try:
-            return [f.result() for f in futures]
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+        return [_execute(j) for j in jobs]
+    return pool_map(_execute, jobs, workers)
 
 
 def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> Path:

@@ -69,20 +69,35 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def _local_worker(task: dict, gpu, delay: float, threads: int) -> dict:
-    from ltlab.batch import run_point
-
+def _in_worker(fn, arg, gpu, delay: float, threads: int):
     time.sleep(delay)
     if gpu is not None:   # the papermill kernel inherits it: one GPU per concurrent run
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))   # a user's own setting wins
-    return run_point(task)
+    return fn(arg)
+
+
+def pool_map(fn, args: list, jobs: int, gpus: list | None = None, first: int = 0) -> list:
+    """[fn(a) for a in args], up to `jobs` at once, each in a fresh spawned process (its own
+    papermill and kernel; no CUDA / thread state inherited from the driver) with the cores
+    shared out and the first starts staggered (papermill#511); GPU (first + i) mod len(gpus)
+    for the i-th call. fn must be importable (a module-level function)."""
+    gpus = gpus or [None]
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(_in_worker, fn, a, gpus[(first + i) % len(gpus)],
+                               STAGGER_S * i if i < jobs else 0.0, core_share(jobs)) for i, a in enumerate(args)]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def run_local(tasks: list[dict], jobs: int) -> None:
-    """Stage by stage, up to `jobs` points at once, each in a fresh process (its own papermill
-    and kernel); GPUs round-robin over the points when there are several. jobs=1 runs in this
-    process, one after another."""
+    """Stage by stage, up to `jobs` points at once, each in a fresh process (pool_map); GPUs
+    round-robin over the points when there are several. jobs=1 runs in this process, one
+    after another."""
     from ltlab.batch import run_point
 
     if jobs == 1:
@@ -91,21 +106,10 @@ def run_local(tasks: list[dict], jobs: int) -> None:
         return
     gpus = visible_gpus()
     gpus = gpus if len(gpus) > 1 else [None]
-    ctx = multiprocessing.get_context("spawn")   # no CUDA / thread state inherited from the driver
     n = 0
     for stage in stages(tasks):
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(stage)), mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = []
-            for i, t in enumerate(stage):
-                futures.append(pool.submit(_local_worker, t, gpus[n % len(gpus)], STAGGER_S * i if i < jobs else 0.0,
-                                             core_share(jobs)))
-                n += 1
-            try:
-                for f in cf.as_completed(futures):
-                    f.result()
-            except KeyboardInterrupt:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        pool_map(run_point, stage, jobs, gpus, first=n)
+        n += len(stage)
 
 
 # ---------------------------------------------------------------------------- slurm

@@ -68,9 +68,9 @@ def collect(bench_dir) -> dict[str, list[dict]]:
         if any(p.startswith(".") for p in rel.parts):   # an archive copy in progress
             continue
         cfg = yaml.safe_load((f.parent / "config.yaml").read_text()) if (f.parent / "config.yaml").is_file() else {}
+        summary = json.loads(f.read_text())
         out.setdefault(rel.parts[0] if rel.parts else root.name, []).append({
-            "summary": json.loads(f.read_text()), "config": cfg, "device": _device(f.parent),
-            "epochs": _epochs(f.parent, json.loads(f.read_text())),
+            "summary": summary, "config": cfg, "device": _device(f.parent), "epochs": _epochs(f.parent, summary),
             "archived": (f.parent / "archive.json").is_file()})
     return out
 
