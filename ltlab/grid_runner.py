@@ -1,6 +1,6 @@
 """Run as much of an experiments grid as fits in a time budget, archive what finished, resume later.
 
-``scripts/gpu_grid.py --minutes 60`` (experiments/cifar10_lt_methods.yaml by default):
+``scripts/results_queue.py --minutes 60`` (experiments/cifar10_lt_methods.yaml by default):
 
 - jobs are the batch's grid points (ltlab.batch.grid_points) in the file's order, seed-major
   (every method of seed 0, then seed 1...): the order is the priority. A stage two ("@name")

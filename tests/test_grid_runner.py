@@ -1,4 +1,4 @@
-"""scripts/gpu_grid.py's planning: priority, stage-one order, time budget, deadline, resume, archive.
+"""scripts/results_queue.py's planning: priority, stage-one order, time budget, deadline, resume, archive.
 
 The trainer is a stand-in process (it sleeps per epoch, writes metrics.csv rows, and on the
 last epoch copies a finished run's predictions and summary), so the scheduling is

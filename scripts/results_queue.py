@@ -1,7 +1,8 @@
-"""Run as much of a grid as fits in MINUTES on this machine, archive what finished, resume the rest.
+"""The results queue: train a grid's runs one after another, archive each as it finishes, resume the rest.
 
-    .venv/bin/python scripts/gpu_grid.py --minutes 60 data_root=/data/cifar10-jpeg
-    .venv/bin/python scripts/gpu_grid.py --minutes 60 --dry-run      # the plan only
+    nice -n 19 .venv/bin/python scripts/results_queue.py data_root=DIR --runs-root ~/ltlab-queue/runs
+    .venv/bin/python scripts/results_queue.py --minutes 60 data_root=DIR     # as much as fits in an hour
+    .venv/bin/python scripts/results_queue.py --dry-run                       # the plan only
 
 Same command again continues: finished runs are skipped, interrupted ones resume from their
 checkpoints (runs/<grid name>/), every finished run is archived into experiments/results/.
@@ -19,8 +20,9 @@ from ltlab.config import ConfigError
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sets", nargs="*", metavar="key=value", help="config keys set on every run (e.g. data_root=DIR)")
-    p.add_argument("--experiments", default="experiments/cifar10_lt_methods.yaml")
-    p.add_argument("--minutes", type=float, required=True, help="time budget; running jobs stop at its end")
+    p.add_argument("--experiments", default="experiments/cifar10_lt_queue.yaml")
+    p.add_argument("--minutes", type=float, default=float("inf"),
+                   help="time budget; running jobs stop at its end (default: none, the whole queue)")
     p.add_argument("--parallel", type=int, default=1,
                    help="training processes at once on the device (default 1: not measured on a GPU yet)")
     p.add_argument("--runs-root", help="default runs/<grid name>")
@@ -48,11 +50,11 @@ def main(argv=None) -> int:
                                     benchmark=a.benchmark)
         report = runner.run()
     except ConfigError as e:
-        print(f"gpu_grid: error: {e}", file=sys.stderr)
+        print(f"results_queue: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1))
     for e in runner.errors:
-        print(f"gpu_grid: error: {e}", file=sys.stderr)
+        print(f"results_queue: error: {e}", file=sys.stderr)
     return 1 if runner.errors or any(r["state"] == "failed" for r in report.values()) else 0
 
 
