@@ -5,9 +5,14 @@ STAMP := $(VENV)/.ltlab-installed
 
 .PHONY: venv demo test lab kernel notebooks clean-reports
 
+# uv installs the ~160 packages instead of pip (pip only fetches uv itself): docs/performance.md has
+# the times. uv does not read pip's configuration, so the constraints pip would apply on this machine
+# (PIP_CONSTRAINT or pip.conf's global.constraint) are passed on: both install the same releases.
+PIP_CONSTRAINTS := $(strip $(or $(PIP_CONSTRAINT),$(shell python3 -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'$$/\1/p")))
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) $(foreach c,$(PIP_CONSTRAINTS),--constraint $(c)) -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name ltlab --display-name "ltlab" >/dev/null
 	touch $(STAMP)
 
@@ -28,6 +33,8 @@ demo: $(STAMP)
 # left the one-test long files for the end); 2 cores: 1168 s where one process took about 1430 s
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	$(VENV)/bin/ruff check ltlab tests scripts
+	$(VENV)/bin/lint-imports --no-cache
 	TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lab: $(STAMP)

@@ -5,17 +5,19 @@
     run = ltlab.load_run(run_dir)
 """
 from ltlab.config import ConfigError, RunConfig  # noqa: F401
+from ltlab.version import __version__  # noqa: F401
 
-__version__ = "0.1.0"
+# fit and load_run import torch and the training stack (seconds): loaded on first use, so that
+# `import ltlab` and the CLI's argument errors stay fast
 
 
 def fit(config, **kwargs):
-    from ltlab.train import fit as _fit
+    from ltlab.training.loop import fit as _fit
 
     return _fit(config, **kwargs)
 
 
 def load_run(run_dir):
-    from ltlab.evaluate import load_run as _load_run
+    from ltlab.evaluation.run_dir import load_run as _load_run
 
     return _load_run(run_dir)

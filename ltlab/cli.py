@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("archive", help="copy finished runs into a results archive and check their numbers",
                        description="Write ROOT/<benchmark>/<method>/seed<k>/ for each RUN_DIR (config, metrics, summary, "
                                    "provenance, float16 predictions; no checkpoint) and check that every summary number "
-                                   "recomputes from the archived predictions (ltlab/archive.py). Stage ones first.")
+                                   "recomputes from the archived predictions (ltlab/reports/archive.py). Stage ones first.")
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--out", default="experiments/results", help="archive root (default: experiments/results)")
     a.add_argument("--benchmark", help="benchmark folder (default from the config, e.g. cifar10_lt_if100)")
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="images per evaluation batch (default: what runs use, 1,024 on cuda, 128 on a CPU)")
     s.add_argument("--profile", action="store_true", help="also print a torch.profiler table of ltlab steps")
     s.add_argument("--widgets", action="store_true",
-                   help="instead: time every notebook widget's redraw (ltlab.widget_bench) on RUN_DIRs and a synthetic run")
+                   help="instead: time every notebook widget's redraw (ltlab.interactive.widget_bench) on RUN_DIRs and a synthetic run")
     s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="--widgets: finished runs to time the views on")
     s.add_argument("--synthetic", default="10000,100", help="--widgets: N,C of the synthetic run ('' for none)")
 
@@ -128,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 def _bad_input_types():
     from ltlab.config import ConfigError
     from ltlab.data import DataError
-    from ltlab.evaluate import RunNotFinished
-    from ltlab.io import CheckpointError
+    from ltlab.evaluation.run_dir import RunNotFinished
+    from ltlab.models.checkpoints import CheckpointError
 
     return (ConfigError, DataError, CheckpointError, RunNotFinished)
 
@@ -157,8 +157,8 @@ def main(argv=None) -> int:
         raise
     try:
         if args.command == "train":
-            from ltlab import config as config_mod
-            from ltlab.train import fit
+            from ltlab.methods import resolve as config_mod
+            from ltlab.training.loop import fit
 
             cfg = config_mod.load(args.config, args.overrides)
             run_dir = fit(cfg, resume=args.resume, restart=args.restart, force=args.force)
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             if is_main():   # under torchrun, one line, not one per process
                 print(run_dir)
         elif args.command == "eval":
-            from ltlab.evaluate import compute_summary, load_run
+            from ltlab.evaluation.run_dir import compute_summary, load_run
             from ltlab.io import atomic_write_json
 
             run = load_run(args.run_dir)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
                 atomic_write_json(run.path / "summary.json", merged)
             print(json.dumps(merged, indent=2))
         elif args.command == "batch":
-            from ltlab.batch import run_batch
+            from ltlab.reports.batch import run_batch
 
             flags = {"name": args.executor, **{k: getattr(args, k) for k in ("jobs", "partition", "time", "gpus",
                                                                            "cpus", "mem")}}
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
                 print(f"ltlab: error: {' and '.join(what)} of the batch failed; see {index}", file=sys.stderr)
                 return 1
         elif args.command == "archive":
-            from ltlab import archive
+            from ltlab.reports import archive
 
             if args.verify:
                 for d in args.run_dirs:
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
                                               features_kib=args.features_kib, force=args.force):
                     print(d)
         elif args.command == "table":
-            from ltlab import leaderboard
+            from ltlab.reports import leaderboard
 
             if args.update_readme:
                 print(f"{args.update_readme}: {leaderboard.update_readme(args.update_readme)} table(s) regenerated")
@@ -215,9 +215,9 @@ def main(argv=None) -> int:
                 print(leaderboard.render([args.benchmark_dir, *flags, *bench]), end="")
         elif args.command == "bench":
             if args.widgets:
-                from ltlab.widget_bench import main as bench_main
+                from ltlab.interactive.widget_bench import main as bench_main
             else:
-                from ltlab.bench import main as bench_main
+                from ltlab.training.bench import main as bench_main
             bench_main(args)
         elif args.command == "notebooks":
             from ltlab.resources import copy_notebooks

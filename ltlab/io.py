@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def rank() -> int:
@@ -41,7 +40,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -60,43 +59,15 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     if is_main():
-        _atomic_write_bytes(Path(path), text.encode())
+        atomic_write_bytes(Path(path), text.encode())
 
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_torch_save(path, obj) -> None:
-    if is_main():
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        _atomic_write_bytes(Path(path), buf.getvalue())
-
-
 def atomic_savez(path, **arrays) -> None:
     if is_main():
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _atomic_write_bytes(Path(path), buf.getvalue())
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read (truncated, corrupt, wrong content)."""
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load with weights_only=True: a checkpoint holds tensors and plain data only."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises several types for truncated / corrupt zips
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint '{path}' is unreadable ({first[:160]}); delete it or pass --restart to start over"
-        ) from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"checkpoint '{path}' does not hold an ltlab training state; pass --restart to start over")
-    return state
+        atomic_write_bytes(Path(path), buf.getvalue())

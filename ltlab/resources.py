@@ -10,6 +10,8 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from ltlab.config import ConfigError
+
 
 def _shipped() -> Path | None:
     p = Path(str(resources.files(__package__) / "_shipped"))
@@ -35,7 +37,6 @@ def notebooks_dir() -> Path:
 def copy_notebooks(dest, force: bool = False) -> list[Path]:
     """Copy the analysis and training notebooks (*.ipynb, no outputs) into ``dest``; an
     existing file is kept unless ``force``, and then nothing is copied."""
-    from ltlab.config import ConfigError
 
     src = sorted(notebooks_dir().glob("*.ipynb"))
     if not src:

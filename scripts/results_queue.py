@@ -3,18 +3,20 @@
     nice -n 19 .venv/bin/python scripts/results_queue.py data_root=DIR --runs-root ~/ltlab-queue/runs
     .venv/bin/python scripts/results_queue.py --minutes 60 data_root=DIR     # as much as fits in an hour
     .venv/bin/python scripts/results_queue.py --dry-run                       # the plan only
+    .venv/bin/python scripts/results_queue.py --status --runs-root ~/ltlab-queue/runs
 
 Same command again continues: finished runs are skipped, interrupted ones resume from their
 checkpoints (runs/<grid name>/), every finished run is archived into experiments/results/.
-The logic and its rules are in ltlab/grid_runner.py.
+The logic and its rules are in ltlab/reports/queue.py.
 """
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from ltlab import grid_runner
 from ltlab.config import ConfigError
+from ltlab.reports import archive
+from ltlab.reports import queue as grid_runner
 
 
 def main(argv=None) -> int:
@@ -32,13 +34,20 @@ def main(argv=None) -> int:
                    help="first guess of seconds per epoch before any is measured (H100 CE: 0.63)")
     p.add_argument("--overhead", type=float, default=60.0, help="seconds per run for start-up, compile, predictions")
     p.add_argument("--dry-run", action="store_true", help="print the jobs, their state and estimates; run nothing")
+    p.add_argument("--status", action="store_true",
+                   help="print every run: done / training (epoch x of N, s/epoch, estimated finish) / queued")
     a = p.parse_args(argv)
     try:
-        from ltlab.batch import load_experiments
+        from ltlab.reports.batch import load_experiments
 
         name = load_experiments(a.experiments)["name"]
         root = Path(a.runs_root or Path("runs") / name)
         jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
+        if a.status:
+            running, known = grid_runner.running_run_dirs(), archive.archived_sources(a.out)
+            for j in jobs:
+                print(grid_runner.format_status(grid_runner.job_status(j, running, known)))
+            return 0
         if a.dry_run:
             for j in jobs:
                 est = grid_runner.estimate(j, root, a.parallel, a.epoch_seconds, a.overhead)

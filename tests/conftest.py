@@ -50,7 +50,7 @@ def small_demo(monkeypatch, *, train_cap=None, train_every=1, test_cap=None, val
     import numpy as np
     import torch
 
-    import ltlab.train as T
+    import ltlab.training.loop as T
 
     real = T.build_data
 
@@ -98,3 +98,14 @@ def image_tree(root, per_split=(("train", 4), ("test", 3))):
                 lines.append(f"{split}/c{c}/{i}.jpg {c}\n")
         (root / f"{split}.txt").write_text("".join(lines))
     return root
+
+
+def patch_execute(monkeypatch, fn):
+    """Replace papermill's notebook execution everywhere a batch calls it: grid points
+    (notebook_run), the comparison (batch) and archived runs' pages (batch_runs)."""
+    import ltlab.reports.batch as B
+    import ltlab.reports.batch_runs as R
+    import ltlab.reports.notebook_run as N
+
+    for module in (B, N, R):
+        monkeypatch.setattr(module, "execute", fn)

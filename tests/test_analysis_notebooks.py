@@ -1,4 +1,4 @@
-"""Analysis notebooks under papermill on the shared demo run, and the ltlab.analysis tables."""
+"""Analysis notebooks under papermill on the shared demo run, and the ltlab.reports.analysis tables."""
 import json
 import shutil
 
@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from ltlab import analysis
-from ltlab import metrics as M
-from ltlab.evaluate import RunNotFinished, compute_summary, load_run
-
 from conftest import REPO
+
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation.run_dir import RunNotFinished, compute_summary, load_run
+from ltlab.reports import analysis
 
 NOTEBOOKS = ("02_energy", "03_calibration", "04_test_shift", "05_compare")
 
@@ -109,7 +108,7 @@ def test_unfinished_run_refused_by_a_notebook(unfinished_run, tmp_path):
 
 
 def test_demo_analysis_experiment_is_valid():
-    from ltlab.batch import check_parameters, grid_points, load_experiments
+    from ltlab.reports.batch import check_parameters, grid_points, load_experiments
 
     spec = load_experiments(REPO / "experiments" / "demo_analysis.yaml")
     for nb in spec["analysis"] + [spec["compare"]]:

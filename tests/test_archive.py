@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ltlab import archive
 from ltlab.cli import main
-from ltlab.evaluate import compute_summary
+from ltlab.evaluation.run_dir import compute_summary
+from ltlab.reports import archive
 
 
 @pytest.fixture()

@@ -4,11 +4,12 @@ import shutil
 
 import numpy as np
 import yaml
-
 from conftest import REPO
-from ltlab import archive, widgets
-from ltlab.batch import run_batch
-from ltlab.evaluate import load_run
+
+from ltlab.evaluation.run_dir import load_run
+from ltlab.interactive import widgets
+from ltlab.reports import archive
+from ltlab.reports.batch import run_batch
 
 
 def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
@@ -39,7 +40,7 @@ def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
         assert (out / a["html"]).is_file()
     assert json.loads((out / "la_posthoc_seed0.status.json").read_text())["analysis"] == []
     # the index groups the runs by method (one row each here), not all runs as one configuration
-    from ltlab.report import aggregate, runs_frame
+    from ltlab.reports.html import aggregate, runs_frame
     records = [json.loads((out / f"{n}.status.json").read_text()) for n in ("ce_seed0", "la_posthoc_seed0")]
     assert [(json.loads(c)["method"], n) for c, n in aggregate(runs_frame(records))[["config", "n"]].values] == [
         ("ce", 1), ("la_posthoc", 1)]

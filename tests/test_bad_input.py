@@ -4,11 +4,10 @@ import shutil
 
 import pytest
 import yaml
+from conftest import tiny_folder
 
 import ltlab
 from ltlab.cli import main
-
-from conftest import tiny_folder
 
 FAST = ["epochs=1", "device=cpu", "progress=false", "batch_size=16"]
 
@@ -197,7 +196,7 @@ def test_run_dir_that_is_a_file(tmp_path, capsys):
 
 def test_saved_config_still_loads(tmp_path):
     """A complete config.yaml holds every key, used or not: it is not refused for its defaults."""
-    from ltlab import config as C
+    from ltlab.methods import resolve as C
     cfg = C.from_dict({"schedule": "cosine", "epochs": 10, "warmup_epochs": 0})
     cfg.save(tmp_path / "config.yaml")
     assert C.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())).schedule == "cosine"
@@ -248,8 +247,9 @@ BATCH_CASES = [
 
 @pytest.mark.parametrize("case, update, needle", BATCH_CASES, ids=[c[0] for c in BATCH_CASES])
 def test_experiments_file_values(case, update, needle, tmp_path, monkeypatch, capsys):
-    import ltlab.batch as B
     from conftest import REPO
+
+    import ltlab.reports.batch as B
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(B, "execute", lambda *a, **k: pytest.fail("a notebook executed"))
@@ -273,6 +273,7 @@ def test_experiments_file_values(case, update, needle, tmp_path, monkeypatch, ca
 def test_real_cli(args, needle, tmp_path):
     import subprocess
     import sys
+
     from conftest import REPO
 
     r = subprocess.run([sys.executable, "-m", "ltlab.cli", *args, *([f"run_dir={tmp_path / 'run'}"]

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_demo
 
-from ltlab.config import ConfigError, from_dict
-from ltlab.losses import LogitAdjustedCE
-from ltlab.losses_multi import BalPoELoss, expert_taus
+from ltlab.config import ConfigError
+from ltlab.methods.losses import LogitAdjustedCE
+from ltlab.methods.losses_multi import BalPoELoss, expert_taus
+from ltlab.methods.resolve import from_dict
 from ltlab.models import num_parameters
 from ltlab.models.experts import ExpertResNetCifar
-
-from conftest import small_demo
 
 COUNTS = np.array([50, 20, 5, 1])
 
@@ -77,9 +77,9 @@ def test_known_test_prior_correction():
     """BalPoE's known-prior rule through its own path: a balpoe run's source prior is
     pi^(1 - mean tau) (from the exported balpoe_taus), and the correction adds log q minus that:
     z + log q - (1 - mean tau) log pi, up to a per-row constant, derived here by hand."""
+    from ltlab.evaluation.posthoc import prior_correct
+    from ltlab.evaluation.shift import model_prior_counts
     from ltlab.methods import METHODS
-    from ltlab.posthoc import prior_correct
-    from ltlab.shift import model_prior_counts
 
     z = np.random.default_rng(0).normal(size=(5, 4))
     q = np.array([0.1, 0.2, 0.3, 0.4])
@@ -97,10 +97,10 @@ def test_known_test_prior_correction():
 
 
 def test_end_to_end_saved_logits_are_the_expert_mean(tmp_path, monkeypatch):
-    import ltlab.train as T
-    from ltlab.io import load_checkpoint
+    import ltlab.training.loop as T
     from ltlab.methods import METHODS
-    from ltlab.train import fit
+    from ltlab.models.checkpoints import load_checkpoint
+    from ltlab.training.loop import fit
 
     small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     cfg = {"method": "balpoe", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "b"),

@@ -5,11 +5,10 @@ import stat
 
 import pytest
 import yaml
+from conftest import REPO, patch_execute, tiny_folder
 
-from ltlab.batch import grid_points, load_experiments, run_batch
 from ltlab.config import ConfigError
-
-from conftest import REPO, tiny_folder
+from ltlab.reports.batch import grid_points, load_experiments, run_batch
 
 NB = str(REPO / "notebooks" / "01_train.ipynb")
 
@@ -95,7 +94,7 @@ def test_named_runs_crossed_with_grid_and_references():
     assert pts[3][1] == {"epochs": 1, "method": "crt", "stage1_run": "@s1_seed-1", "seed": 1}
     from pathlib import Path
 
-    from ltlab.batch import resolve_refs
+    from ltlab.reports.batch import resolve_refs
     assert resolve_refs(pts[3][1], Path("/r/b"))["stage1_run"] == "/r/b/s1_seed-1"
 
 
@@ -113,14 +112,14 @@ def test_methods_experiment_names_every_method():
     methods = {p["method"] for _, p in grid_points(spec)}
     assert methods == set(METHODS)
     for name, params in grid_points(spec):
-        check = __import__("ltlab.batch", fromlist=["check_parameters"]).check_parameters
+        check = __import__("ltlab.reports.batch", fromlist=["check_parameters"]).check_parameters
         check(REPO / spec["notebook"], params, name)
 
 
 def test_ctrl_c_leaves_a_state_the_next_invocation_completes(tmp_path, monkeypatch):
     """Ctrl-C during the second run: the first stays done, the second is marked interrupted,
     and the next invocation executes only the second."""
-    import ltlab.batch as B
+    import ltlab.reports.batch as B
 
     monkeypatch.chdir(tmp_path)
     spec = {"name": "cc", "notebook": NB,
@@ -137,15 +136,15 @@ def test_ctrl_c_leaves_a_state_the_next_invocation_completes(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(notebook, out_ipynb, params, kernel, cwd, timeout)
 
-    monkeypatch.setattr(B, "execute", interrupt_second)
+    patch_execute(monkeypatch, interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_batch(p, reports=str(tmp_path / "reports"))
     out = tmp_path / "reports" / "cc"
     assert json.loads((out / "seed-1.status.json").read_text())["status"] == "interrupted"
     assert "interrupted" in (out / "index.html").read_text()
-    monkeypatch.setattr(B, "execute", real)
+    patch_execute(monkeypatch, real)
     calls.clear()
-    monkeypatch.setattr(B, "execute", lambda *a, **k: (calls.append(a[1].name), real(*a, **k))[1])
+    patch_execute(monkeypatch, lambda *a, **k: (calls.append(a[1].name), real(*a, **k))[1])
     index = run_batch(p, reports=str(tmp_path / "reports"))
     assert calls == ["seed-1.ipynb"]                      # only the interrupted run executes again
     html = index.read_text()

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, patch_execute
 
-import ltlab.batch as B
-from ltlab.report import _pct
-
-from conftest import REPO
+import ltlab.reports.batch as B
+from ltlab.reports.html import _pct
 
 
 class FakeExecutor:
@@ -64,7 +63,7 @@ def _status(cells) -> str:
 def batch(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)   # notebooks are named relative to the repository
     fake = FakeExecutor()
-    monkeypatch.setattr(B, "execute", fake)
+    patch_execute(monkeypatch, fake)
 
     def run(spec, **kw):
         p = tmp_path / "exp.yaml"
@@ -149,7 +148,7 @@ def test_demo_analysis_chain(batch):
 def test_config_labels_leave_out_unset_keys():
     import json
 
-    from ltlab.report import config_label, varying_keys
+    from ltlab.reports.html import config_label, varying_keys
 
     configs = [json.dumps(c) for c in ({"method": "ce", "epochs": 40, "stage1_run": None},
                                        {"method": "la_posthoc", "epochs": None, "stage1_run": "@ce"},

@@ -7,11 +7,10 @@ import re
 import numpy as np
 import pytest
 import yaml
-
-from ltlab.batch import run_batch
-
 from browser import Browser, find_chromium
 from conftest import REPO, tiny_folder
+
+from ltlab.reports.batch import run_batch
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; "

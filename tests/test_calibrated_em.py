@@ -1,10 +1,10 @@
-"""Label-shift EM on calibrated posteriors (ltlab.calibrated_em): BCTS, weighted TS, the status flags."""
+"""Label-shift EM on calibrated posteriors (ltlab.evaluation.calibrated_em): BCTS, weighted TS, the status flags."""
 import numpy as np
 import pytest
 
-from ltlab import calibrated_em as CE
-from ltlab import metrics as M
-from ltlab.shift import em_tv_table, parse_shift, shift_subset, shift_table
+from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation.shift import em_tv_table, parse_shift, shift_subset, shift_table
 
 C = 10
 COUNTS = np.array([int(5000 * 0.01 ** (i / (C - 1))) for i in range(C)])

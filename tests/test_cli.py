@@ -72,15 +72,15 @@ def test_console_script_installed():
 ])
 def test_batch_exit_code_says_whether_every_run_finished(tmp_path, monkeypatch, capsys, counts, compare, code, needle):
     """`make demo` and scripts see a failed run in the exit code, not only in the index."""
-    import ltlab.batch
-    from ltlab.report import write_batch_report
+    import ltlab.reports.batch
+    from ltlab.reports.html import write_batch_report
 
     def fake_run_batch(experiments, **kw):
         records = [{"name": f"r{i}", "status": s} for s, n in counts.items() for i in range(n)]
-        monkeypatch.setattr("ltlab.report.batch_page", lambda *a: "<html></html>")
+        monkeypatch.setattr("ltlab.reports.html.batch_page", lambda *a: "<html></html>")
         return write_batch_report(tmp_path / "reports" / "b", {"name": "b", "_compare": {"status": compare}}, records)
 
-    monkeypatch.setattr(ltlab.batch, "run_batch", fake_run_batch)
+    monkeypatch.setattr(ltlab.reports.batch, "run_batch", fake_run_batch)
     assert main(["batch", "x.yaml", "--reports", str(tmp_path / "reports")]) == code
     err = capsys.readouterr().err
     assert needle in err and (code == 0) == (err == "")

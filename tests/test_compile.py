@@ -5,15 +5,15 @@ import sys
 
 import pytest
 import torch
-
 from conftest import tiny_folder
-from ltlab.train import CPU_COMPILE_MIN_STEPS, _cxx_available, resolve_compile
+
+from ltlab.training.loop import CPU_COMPILE_MIN_STEPS, _cxx_available, resolve_compile
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_resolves_by_device_and_run_length(monkeypatch):
-    monkeypatch.setattr("ltlab.train._cxx_available", lambda: True)
+    monkeypatch.setattr("ltlab.training.loop._cxx_available", lambda: True)
     assert resolve_compile("auto", CUDA, 10) == "graphs"
     assert resolve_compile("auto", CUDA, 10, distributed=True) == "on"   # DDP's all-reduce cannot be graphed
     assert resolve_compile("auto", CPU, CPU_COMPILE_MIN_STEPS - 1) == "off"
@@ -22,7 +22,7 @@ def test_auto_resolves_by_device_and_run_length(monkeypatch):
     for mode in ("on", "off"):   # an explicit mode is never second-guessed
         assert resolve_compile(mode, CPU, 1) == mode
     assert resolve_compile("graphs", CUDA, 1) == "graphs"   # (graphs on a CPU: tests/test_bad_input.py)
-    monkeypatch.setattr("ltlab.train._cxx_available", lambda: False)
+    monkeypatch.setattr("ltlab.training.loop._cxx_available", lambda: False)
     assert resolve_compile("auto", CPU, 10**6) == "off"   # inductor needs a C++ compiler on a CPU
 
 
@@ -32,8 +32,8 @@ def test_compiled_cpu_training_matches_eager(tmp_path, monkeypatch):
     summary says which mode ran. Float rounding alone moves a ResNet-32's gradients at init by
     0.1-3% (eager channels_last against float64, measured), and high-lr steps amplify it, so
     this compares a few small steps."""
-    from ltlab.config import from_dict
-    from ltlab.train import fit
+    from ltlab.methods.resolve import from_dict
+    from ltlab.training.loop import fit
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     root = tiny_folder(tmp_path / "data")

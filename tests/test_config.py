@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from ltlab import config as C
 from ltlab.config import ConfigError
+from ltlab.methods import resolve as C
 
 
 def test_defaults_and_method_defaults_layering():
@@ -75,7 +75,8 @@ def test_shipped_train_config_loads():
 def test_precedence_method_defaults_then_yaml_then_key_value(tmp_path):
     """tde's recipe differs from the global defaults (batch 256, lr 0.2, weight decay 5e-4,
     lr_gamma 0.01); a YAML file overrides the recipe, key=value overrides the YAML."""
-    from ltlab.config import RunConfig, load
+    from ltlab.config import RunConfig
+    from ltlab.methods.resolve import load
 
     glob = RunConfig()
     assert (glob.batch_size, glob.lr, glob.weight_decay, glob.lr_gamma) != (256, 0.2, 5e-4, 0.01)

@@ -14,10 +14,23 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ltlab.config import RunConfig
-from ltlab.data import (CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, DataError, GpuLoader, build_data, carve_val,
-                        load_cifar, load_demo, load_image_folder, lt_counts, lt_subset, unused_val)
+from ltlab.data import (
+    CIFAR10_CLASSES,
+    CIFAR_MEAN,
+    CIFAR_STD,
+    DataError,
+    GpuLoader,
+    build_data,
+    carve_val,
+    load_cifar,
+    load_demo,
+    load_image_folder,
+    lt_counts,
+    lt_subset,
+    sources,
+    unused_val,
+)
 from ltlab.data import folder as folder_mod
-from ltlab.data import sources
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_ZIP = REPO.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.zip"

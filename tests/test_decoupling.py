@@ -7,17 +7,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import demo_config, small_demo
 
 import ltlab
-from ltlab.config import ConfigError, RunConfig, from_dict
-from ltlab.io import load_checkpoint
+from ltlab.config import ConfigError, RunConfig
+from ltlab.evaluation.posthoc_classifier import (
+    TAU_GRID,
+    choose_tau,
+    ncm_centroids,
+    ncm_logits,
+    ncm_transform,
+    tau_norm_logits,
+    tau_norm_weights,
+)
 from ltlab.methods import METHODS
 from ltlab.methods import decoupling as D
+from ltlab.methods.resolve import from_dict
 from ltlab.models import build_model
-from ltlab.posthoc_classifier import (TAU_GRID, choose_tau, ncm_centroids, ncm_logits, ncm_transform,
-                                      tau_norm_logits, tau_norm_weights)
-
-from conftest import demo_config, small_demo
+from ltlab.models.checkpoints import load_checkpoint
 
 
 # ------------------------------------------------------------------------------ tau-norm

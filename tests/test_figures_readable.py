@@ -8,11 +8,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from test_viz import COUNTS, _synthetic  # noqa: E402
 
 from ltlab import viz  # noqa: E402
-from ltlab.metrics import per_class_accuracy, softmax  # noqa: E402
-
-from test_viz import COUNTS, _synthetic  # noqa: E402
+from ltlab.evaluation.metrics import per_class_accuracy, softmax  # noqa: E402
 
 
 def test_one_epoch_run_draws_markers():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ltlab import grid_runner
+from ltlab.reports import queue as grid_runner
 
 FAKE = textwrap.dedent('''
     import json, shutil, sys, time
@@ -41,7 +41,8 @@ FAKE = textwrap.dedent('''
 def source(tmp_path):
     """A finished run's files without training: random logits, the summary computed from them."""
     import numpy as np
-    from ltlab.evaluate import compute_summary
+
+    from ltlab.evaluation.run_dir import compute_summary
 
     d = tmp_path / "source"
     rng = np.random.default_rng(0)

@@ -10,16 +10,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, image_tree
 
 import ltlab
 from ltlab.config import ConfigError, RunConfig
 from ltlab.data import DataError, build_data
+from ltlab.data.list_bundle import ListBundle
 from ltlab.data.list_loader import sample_seeds
-from ltlab.data.lists import (SPLITS_DIR, ListBundle, benchmark_lists, class_counts, read_list, shift_subsets_for_run,
-                              shot_list)
-from ltlab.metrics import shot_groups
-
-from conftest import SHARED, image_tree
+from ltlab.data.lists import SPLITS_DIR, benchmark_lists, class_counts, read_list, shift_subsets_for_run, shot_list
+from ltlab.evaluation.metrics import shot_groups
 
 SHIPPED = {"ImageNet_LT": 14, "Places_LT": 3, "Places_LT_v2": 14, "iNaturalist18": 6}
 
@@ -210,7 +209,7 @@ def test_list_errors_are_clear(tree, tmp_path):
     with pytest.raises(DataError, match="'train_list' = 'nope.txt': no such file"):
         build_data(RunConfig(**_list_cfg(tree, train_list="nope.txt")), "cpu")
     with pytest.raises(ConfigError, match="accum_steps"):
-        ltlab.config.from_dict({"batch_size": 10, "accum_steps": 3})
+        ltlab.methods.resolve.from_dict({"batch_size": 10, "accum_steps": 3})
 
 
 # ---------------------------------------------------------------------------- large backbones
@@ -223,7 +222,7 @@ def test_resnet50_with_each_head(method, key):
 
     if method not in METHODS:
         pytest.skip(f"method {method} not registered")
-    cfg = ltlab.config.from_dict({"method": method, "model": "resnet50"})
+    cfg = ltlab.methods.resolve.from_dict({"method": method, "model": "resnet50"})
     data = type("D", (), {"num_classes": 5, "train_counts": np.array([9, 5, 3, 2, 1])})()
     model = METHODS[method].build_model(cfg, data).eval()
     with torch.no_grad():
@@ -234,7 +233,7 @@ def test_resnet50_with_each_head(method, key):
 def test_expert_resnet_layout_and_local_weights(tmp_path):
     import torchvision
 
-    from ltlab.losses_multi import BalPoELoss
+    from ltlab.methods.losses_multi import BalPoELoss
     from ltlab.models import load_weights
     from ltlab.models.experts_resnet import ExpertResNet
 

@@ -6,16 +6,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import demo_config, small_demo
 
 import ltlab
-from ltlab import posthoc
-from ltlab.config import ConfigError, from_dict
-from ltlab.losses import (LOSSES, CrossEntropy, FocalLoss, LDAMLoss, LogitAdjustedCE, WeightedCE, cb_weights,
-                          ldam_margins)
-from ltlab.metrics import balanced_accuracy
+from ltlab.config import ConfigError
+from ltlab.evaluation import posthoc
+from ltlab.methods.losses import (
+    LOSSES,
+    CrossEntropy,
+    FocalLoss,
+    LDAMLoss,
+    LogitAdjustedCE,
+    WeightedCE,
+    cb_weights,
+    ldam_margins,
+)
+from ltlab.methods.resolve import from_dict
 from ltlab.models import CosineHead
-
-from conftest import demo_config, small_demo
 
 COUNTS = [100, 10, 1]
 
@@ -191,7 +198,7 @@ def test_baseline_demo_run(tmp_path, monkeypatch, method, extra):
 # ------------------------------------------------------------------------- post-hoc LA
 def test_posthoc_logit_adjustment_on_a_demo_run(demo_run):
     test = ltlab.load_run(demo_run).predictions("test")
-    logits, labels, counts = test["logits"], test["labels"], test["train_counts"]
+    logits, _labels, counts = test["logits"], test["labels"], test["train_counts"]
     assert np.array_equal(posthoc.logit_adjust(logits, counts, tau=0.0), logits.astype(np.float64))
     # a 2-epoch model is near chance, so accuracy need not move; its predictions must move to the tail
     rare = np.argsort(counts)[:5]

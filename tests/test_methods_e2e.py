@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from ltlab import posthoc_tde
-
-from ltlab.batch import run_batch
-from ltlab.methods import METHODS
-
 from conftest import REPO, tiny_folder
+
+from ltlab.evaluation import posthoc_tde
+from ltlab.methods import METHODS
+from ltlab.reports.batch import run_batch
 
 ONE_STAGE = ["ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "tde", "balpoe", "enmos", "mislas"]
 STAGE_TWO = ["crt", "lws", "tau_norm", "ncm", "la_posthoc"]

@@ -1,4 +1,4 @@
-"""ltlab.metrics: hand-computed cases, trusted-library comparisons and identities."""
+"""ltlab.evaluation.metrics: hand-computed cases, trusted-library comparisons and identities."""
 import inspect
 import math
 import warnings
@@ -6,15 +6,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
-                             brier_score_loss, log_loss, mean_squared_error, roc_auc_score,
-                             roc_curve)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    log_loss,
+    mean_squared_error,
+    roc_auc_score,
+    roc_curve,
+)
 from sklearn.preprocessing import label_binarize
-from torchmetrics.functional.classification import (binary_calibration_error,
-                                                    multiclass_calibration_error)
+from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from ltlab import metrics as M
-from ltlab import scores as S
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation import scores as S
 
 
 def _random_probs(rng, n, c, conc=0.5):

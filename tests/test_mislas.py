@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ltlab.config import ConfigError, from_dict
-from ltlab.losses_multi import LabelAwareSmoothing, las_epsilons
-from ltlab.methods import METHODS
-from ltlab.methods.mislas import ScaledClassifier, mislas_table, stage1_config
-
 from conftest import small_demo
+
+from ltlab.config import ConfigError
+from ltlab.methods import METHODS
+from ltlab.methods.losses_multi import LabelAwareSmoothing, las_epsilons
+from ltlab.methods.mislas import ScaledClassifier, mislas_table, stage1_config
+from ltlab.methods.resolve import from_dict
 
 
 # ------------------------------------------------------------------ label-aware smoothing
@@ -83,8 +83,8 @@ def _params(state, frozen=True):
 
 def test_end_to_end_both_stages_and_shifted_bn(tmp_path, monkeypatch):
     from ltlab.data import build_data
-    from ltlab.io import load_checkpoint
-    from ltlab.train import fit
+    from ltlab.models.checkpoints import load_checkpoint
+    from ltlab.training.loop import fit
 
     small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     base = {"method": "mislas", "dataset": "demo", "device": "cpu", "epochs": 1, "progress": False}

@@ -51,8 +51,8 @@ def test_linear_classifier_init_follows_the_cifar_originals(model):
     """LDAM-DRW / MiSLAS resnet32 apply kaiming_normal_ to the Linear classifier too: std sqrt(2/64)."""
     import torch
 
-    from ltlab.config import from_dict
     from ltlab.methods import METHODS
+    from ltlab.methods.resolve import from_dict
 
     class D:
         num_classes = 100

@@ -6,9 +6,8 @@ import tokenize
 import jupytext
 import nbformat
 import pytest
-from jupytext.config import load_jupytext_config
-
 from conftest import REPO
+from jupytext.config import load_jupytext_config
 
 NB = REPO / "notebooks"
 NAMES = sorted(p.stem for p in NB.glob("*.ipynb"))

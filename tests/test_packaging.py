@@ -3,7 +3,6 @@ import json
 import re
 
 import yaml
-
 from conftest import REPO
 
 try:

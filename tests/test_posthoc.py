@@ -1,12 +1,12 @@
-"""ltlab.posthoc: temperature scaling, logit adjustment, prior correction, EM prior."""
+"""ltlab.evaluation.posthoc: temperature scaling, logit adjustment, prior correction, EM prior."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ltlab import metrics as M
-from ltlab import posthoc as P
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation import posthoc as P
 
 
 def _nll_at(f, y, temps):

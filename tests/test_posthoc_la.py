@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import ltlab
-from ltlab.config import ConfigError, from_dict
+from ltlab.config import ConfigError
 from ltlab.methods.posthoc_la import choose_la_tau
+from ltlab.methods.resolve import from_dict
 
 
 def test_choose_la_tau_hand_case():
@@ -36,7 +37,7 @@ def test_la_posthoc_run_matches_numpy(demo_run, tmp_path):
     assert float(out["la_tau"]) == pytest.approx(tau)
     np.testing.assert_allclose(out["logits"], test["logits"] - tau * lp, atol=1e-4)
     assert la.summary["epochs"] == 0 and la.config["stage1_run"] == str(demo_run)
-    from ltlab.run_page import header, posthoc_knob   # the run page says which tau it applied
+    from ltlab.reports.run_page import header, posthoc_knob  # the run page says which tau it applied
 
     assert posthoc_knob(run) == f"; logit adjustment τ = {tau:.3g}, chosen on the validation split"
     assert f"logit adjustment τ = {tau:.3g}, chosen on the validation split" in str(header(run))

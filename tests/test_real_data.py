@@ -4,10 +4,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import CIFAR10_ZIP
 
 import ltlab
-
-from conftest import CIFAR10_ZIP
 
 pytestmark = pytest.mark.skipif(not CIFAR10_ZIP.exists(), reason="../shared/data/cifar10 is not here")
 

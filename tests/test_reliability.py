@@ -10,11 +10,10 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import demo_config
 
 import ltlab
 from ltlab.cli import main
-
-from conftest import demo_config
 
 EPOCHS = 3
 

@@ -1,4 +1,4 @@
-"""Batch report and landing page (ltlab.report) on hand-made run records: aggregation over
+"""Batch report and landing page (ltlab.reports.html) on hand-made run records: aggregation over
 seeds, formatting, the embedded figure, failures, links, file modes."""
 import base64
 import io
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltlab import report
+from ltlab.reports import html as report
 
 
 def _summary(top1, few, ece_ts=None):

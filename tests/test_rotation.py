@@ -7,9 +7,10 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ltlab.config import ConfigError, from_dict
+from ltlab.config import ConfigError
 from ltlab.data.gpu_loader import CIFAR_MEAN, CIFAR_STD, GpuLoader, rotate_batch
 from ltlab.methods import METHODS
+from ltlab.methods.resolve import from_dict
 
 
 def _tv(img: torch.Tensor, angle: float) -> torch.Tensor:

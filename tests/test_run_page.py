@@ -1,7 +1,8 @@
-"""The top of a run page (ltlab.run_page) and where informational lines go (ltlab.logs)."""
+"""The top of a run page (ltlab.reports.run_page) and where informational lines go (ltlab.training.logs)."""
 import json
 
-from ltlab import logs, run_page
+from ltlab.reports import run_page
+from ltlab.training import logs
 
 
 def _run(tmp_path, provenance=True):

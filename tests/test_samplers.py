@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from ltlab.data.gpu_loader import GpuLoader
-from ltlab.samplers import (SAMPLERS, ClassBalancedSampler, ProgressiveSampler, SqrtSampler, build_sampler,
-                            check_sampler_extra)
+from ltlab.methods.samplers import (
+    SAMPLERS,
+    ClassBalancedSampler,
+    ProgressiveSampler,
+    SqrtSampler,
+    build_sampler,
+    check_sampler_extra,
+)
 
 
 def _labels(counts, seed=0):

@@ -7,10 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from ltlab import schedule
-from ltlab.config import ConfigError, from_dict
+from ltlab.config import ConfigError, epochs
 from ltlab.methods import METHODS
 from ltlab.methods.mislas import stage1_config
+from ltlab.methods.resolve import from_dict
+from ltlab.training import schedule
 
 
 @pytest.mark.parametrize("method, milestones, extra", [
@@ -37,7 +38,7 @@ def test_full_length_and_explicit_values_are_untouched():
 
 
 def test_rounding_at_the_edges():
-    assert schedule.scale_epoch(5, 30, 200) == 1 and schedule.scale_epoch(1, 1, 2) == 1    # half up
+    assert epochs.scale_epoch(5, 30, 200) == 1 and epochs.scale_epoch(1, 1, 2) == 1    # half up
     assert from_dict({"epochs": 2}).milestones == [1, 1]          # clamped into the run: the decay happens
     assert from_dict({"epochs": 1}).milestones == []              # no epoch after which to change
 

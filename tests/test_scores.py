@@ -1,12 +1,12 @@
-"""ltlab.scores: hand values, torch references, orientation and stability."""
+"""ltlab.evaluation.scores: hand values, torch references, orientation and stability."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ltlab import metrics as M
-from ltlab import scores as S
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation import scores as S
 
 
 def _logits(seed=0, n=400, c=9, scale=3.0):

@@ -3,12 +3,19 @@ import gzip
 
 import numpy as np
 import pytest
-
-from ltlab import posthoc, shift
-from ltlab.shift import (SHIFTS, list_shift_subsets, model_prior_counts, parse_shift, read_split_list,
-                         shift_counts, shift_subset, shift_table)
-
 from conftest import SHARED
+
+from ltlab.evaluation import posthoc, shift
+from ltlab.evaluation.shift import (
+    SHIFTS,
+    list_shift_subsets,
+    model_prior_counts,
+    parse_shift,
+    read_split_list,
+    shift_counts,
+    shift_subset,
+    shift_table,
+)
 
 SPLITS = SHARED / "data" / "splits"
 

@@ -7,7 +7,6 @@ import os
 
 import pytest
 import yaml
-
 from conftest import REPO, tiny_folder
 from slurm_cluster import single_node_slurm, unavailable
 

@@ -1,14 +1,14 @@
-"""ltlab.summary.summarize: exact keys, JSON-safe values, every number recomputable."""
+"""ltlab.evaluation.summary.summarize: exact keys, JSON-safe values, every number recomputable."""
 import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 
-from ltlab import metrics as M
-from ltlab import posthoc as P
-from ltlab import scores as S
-from ltlab.summary import SUMMARY_KEYS, summarize
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation import posthoc as P
+from ltlab.evaluation import scores as S
+from ltlab.evaluation.summary import SUMMARY_KEYS, summarize
 
 KEYS = {"top1", "balanced_acc", "many", "medium", "few", "ece", "nll", "num_classes",
         "auroc_msp", "auroc_energy", "auroc_residual_energy", "aurc_msp", "eaurc_msp",

@@ -3,12 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ltlab.config import ConfigError, from_dict
-from ltlab.models.causal_norm import CausalNormHead
-from ltlab.posthoc_tde import choose_alpha, from_predictions, tde_logits
-
 from conftest import small_demo
+
+from ltlab.config import ConfigError
+from ltlab.evaluation.posthoc_tde import choose_alpha, from_predictions, tde_logits
+from ltlab.methods.resolve import from_dict
+from ltlab.models.causal_norm import CausalNormHead
 
 
 def _hand_tde(x, w, d, alpha, tau, gamma, heads):
@@ -116,8 +116,8 @@ def test_recipe_defaults_and_checks():
 
 
 def test_end_to_end_posthoc_reproduces_saved_logits(tmp_path, monkeypatch):
-    from ltlab.io import load_checkpoint
-    from ltlab.train import fit
+    from ltlab.models.checkpoints import load_checkpoint
+    from ltlab.training.loop import fit
 
     small_demo(monkeypatch, train_cap=8, test_cap=3, val_cap=2)
     run = fit({"method": "tde", "dataset": "demo", "device": "cpu", "epochs": 1, "run_dir": str(tmp_path / "tde"),

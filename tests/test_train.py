@@ -5,14 +5,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import demo_config, small_demo
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
 
 import ltlab
-from ltlab import config as C
 from ltlab.config import ConfigError
-from ltlab.train import lr_at
-
-from conftest import demo_config, small_demo
+from ltlab.methods import resolve as C
+from ltlab.training.schedule import lr_at
 
 
 def test_run_directory_contract(demo_run):
@@ -67,7 +66,7 @@ def test_summary_recomputed_independently(demo_run):
 
 
 def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    import ltlab.train as T
+    import ltlab.training.loop as T
 
     # every epoch draws from the global torch RNG: a resume that does not restore the
     # checkpoint's RNG state draws something else in epoch 3
@@ -121,7 +120,7 @@ def test_lr_schedules():
 
 
 def test_load_run_refuses_unfinished(tmp_path):
-    from ltlab.evaluate import RunNotFinished
+    from ltlab.evaluation.run_dir import RunNotFinished
 
     (tmp_path / "r").mkdir()
     with pytest.raises(RunNotFinished, match="no summary.json"):

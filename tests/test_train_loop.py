@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltlab.config import from_dict
-from ltlab.losses import cb_weights
 from ltlab.methods import METHODS
-from ltlab.train import epoch_rng, train_one_epoch
+from ltlab.methods.losses import cb_weights
+from ltlab.methods.resolve import from_dict
+from ltlab.training.loop import epoch_rng, train_one_epoch
 
 COUNTS = np.array([100, 10, 1])
 

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ltlab import viz  # noqa: E402
-from ltlab.metrics import calibration_bins, ece, per_class_accuracy, softmax  # noqa: E402
+from ltlab.evaluation.metrics import calibration_bins, ece, per_class_accuracy, softmax  # noqa: E402
 
 COUNTS = np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])  # 4 many, 3 medium, 3 few
 
@@ -145,7 +145,7 @@ def test_reliability_diagram_on_given_ax(data):
 
 
 def test_reliability_before_after(data, tmp_path):
-    from ltlab.posthoc import fit_temperature
+    from ltlab.evaluation.posthoc import fit_temperature
 
     logits, labels = data
     T = fit_temperature(logits, labels)

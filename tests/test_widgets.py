@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ltlab import calibrated_em, metrics as M
-from ltlab import posthoc, posthoc_tde, widgets
-from ltlab.evaluate import Run, load_run
+from ltlab.evaluation import calibrated_em, posthoc, posthoc_tde
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation.run_dir import Run, load_run
+from ltlab.interactive import widgets
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_leaderboard_view():
 
 # ------------------------------------------------------------- views at non-default knob values
 def test_energy_view_at_t5_is_each_score_at_t5(run):
-    from ltlab import scores
+    from ltlab.evaluation import scores
 
     p = run.predictions("test")
     correct = p["logits"].argmax(1) == p["labels"]
@@ -266,7 +267,7 @@ def test_energy_widget_redraws_one_figure_in_place(run):
 def test_widget_bench_times_every_widget(demo_run):
     """`ltlab bench --widgets`: one row per widget of each run (the synthetic run has a TDE head
     and a val split, so every widget applies to it); times are reported, not asserted."""
-    from ltlab.widget_bench import SWEEPS, bench_widgets
+    from ltlab.interactive.widget_bench import SWEEPS, bench_widgets
 
     table = bench_widgets([demo_run], synthetic=(400, 20))
     synthetic = table[table["run"] == "synthetic_400x20"]

@@ -13,6 +13,7 @@ import torch
 from ltlab.data.counts import carve_val, lt_counts, lt_subset, unused_val
 from ltlab.data.errors import DataError
 from ltlab.data.gpu_loader import CIFAR_MEAN, CIFAR_STD, GpuLoader, eval_batch_size
+from ltlab.data.list_bundle import build_list_data
 from ltlab.data.sources import CIFAR10_CLASSES, Source, load_cifar, load_demo, load_image_folder
 
 __all__ = ["DataError", "DataBundle", "build_data", "GpuLoader", "CIFAR_MEAN", "CIFAR_STD", "CIFAR10_CLASSES",
@@ -56,8 +57,8 @@ class DataBundle:
             raise DataError(f"split {split!r}: expected one of train, val, test")
         x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
         if x is None:
-            raise DataError(f"split 'val' is absent for this dataset: set val_split=carve (val_per_class "
-                            f"images a class held out of training) or give the dataset a val split")
+            raise DataError("split 'val' is absent for this dataset: set val_split=carve (val_per_class "
+                            "images a class held out of training) or give the dataset a val split")
         return GpuLoader(x, y, batch_size or eval_batch_size(x.device), train=False, mean=self.mean, std=self.std,
                          channels_last=self.channels_last)
 
@@ -142,7 +143,6 @@ def build_data(cfg, device) -> DataBundle:
     name = cfg.dataset
     if name in LARGE_DATASETS:
         # split lists of image files, decoded by DataLoader workers (ltlab.data.lists)
-        from ltlab.data.lists import build_list_data
 
         return build_list_data(cfg, device)
     if name not in SMALL_DATASETS:

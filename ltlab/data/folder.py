@@ -174,5 +174,5 @@ def decode_cached(paths: list, where: Path) -> np.ndarray:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        warnings.warn(f"ltlab: could not write the image cache '{target}' ({e}); decoding again next time")
+        warnings.warn(f"ltlab: could not write the image cache '{target}' ({e}); decoding again next time", stacklevel=2)
     return x

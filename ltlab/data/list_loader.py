@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from ltlab.data.errors import DataError
 from ltlab.data.gpu_loader import epoch_seed
+from ltlab.data.sharding import ShardedSampler
 
 
 def train_transform(size: int):
@@ -88,7 +89,7 @@ class _Items(Sampler):
 class ListLoader:
     """Batches ``(x, y)`` on ``device``: x float, normalised, channels_last when asked.
 
-    train=True: this process's share of each epoch (ltlab.distributed.ShardedSampler over
+    train=True: this process's share of each epoch (ltlab.data.sharding.ShardedSampler over
     ``sampler``, or shuffling), augmented; call ``set_epoch`` first. train=False: the items
     ``positions`` (default all) in order, unaugmented.
     """
@@ -96,8 +97,6 @@ class ListLoader:
     def __init__(self, dataset: ListDataset, batch_size: int, *, device, mean, std, train: bool, seed: int = 0,
                  sampler=None, rank: int = 0, world: int = 1, positions=None, num_workers: int = 0,
                  channels_last: bool = True, drop_last: bool = False):
-        from ltlab.distributed import ShardedSampler
-
         self.dataset, self.batch_size, self.train, self.seed = dataset, int(batch_size), bool(train), int(seed)
         self.device = torch.device(device)
         self.channels_last, self.drop_last, self.epoch = bool(channels_last), bool(drop_last), 0

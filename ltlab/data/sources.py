@@ -15,6 +15,7 @@ import numpy as np
 
 from ltlab.data.errors import DataError
 from ltlab.data.folder import decode_cached, scan_image_folder
+from ltlab.resources import data_dir
 
 # CIFAR-10's label order (torchvision's batches.meta); an image folder with exactly these class
 # names gets these labels, so results on a JPEG copy line up with the pickled original.
@@ -87,7 +88,6 @@ def load_image_folder(root, class_order=None) -> Source:
 
 def load_demo() -> Source:
     """The embedded CIFAR-10-LT demo set (``data/demo``: train 1,236 at IF 100, val 200, test 1,000)."""
-    from ltlab.resources import data_dir
 
     root = data_dir() / "demo"
     if not (root / "train").is_dir():

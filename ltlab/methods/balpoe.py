@@ -5,14 +5,14 @@ Recognition", CVPR 2023 (emasa/BalPoE-CalibratedLT, ``configs/mixup/*/config_cif
 
 Model: ResNet-32 with shared conv1 + BN + layer1 and, per expert, its own layer2, layer3 and a
 cosine classifier (s = 30) (ltlab.models.experts). Loss: mean over experts k of
-CE(z_k + tau_k log pi) (ltlab.losses_multi.BalPoELoss); tau = [0, 1, 2] by default, or M
+CE(z_k + tau_k log pi) (ltlab.methods.losses_multi.BalPoELoss); tau = [0, 1, 2] by default, or M
 values evenly spaced over [balpoe_tau_min, balpoe_tau_max], or an explicit balpoe_taus list.
 Mixup alpha 0.8 (CIFAR-10, demo) / 0.4 (CIFAR-100 and the rest), applied by the loop.
 Prediction: the mean of the raw expert logits, without any training-time bias; the ensemble
 targets the test prior pi^(1 - mean tau), i.e. the uniform prior when mean tau = 1.
 
 Known test prior (BalPoE's --posthoc_bias_correction), at analysis time from the saved logits:
-``ltlab.posthoc.prior_correct(logits, train_counts ** (1 - mean_tau), q)`` adds log q and
+``ltlab.evaluation.posthoc.prior_correct(logits, train_counts ** (1 - mean_tau), q)`` adds log q and
 removes the prior the ensemble targets (with mean tau = 1 the counts become uniform, so only
 log q is added, exactly as BalPoE does). ``balpoe_taus`` is exported into predictions/*.npz.
 
@@ -29,8 +29,8 @@ import numpy as np
 
 from ltlab.config import ConfigError
 from ltlab.data import SMALL_DATASETS
-from ltlab.losses_multi import BalPoELoss, expert_taus
 from ltlab.methods.base import Recipe, register
+from ltlab.methods.losses_multi import BalPoELoss, expert_taus
 from ltlab.models.experts_resnet import EXPERT_MODELS, build_expert_model
 
 BALPOE_MIXUP = {"demo": 0.8, "cifar10_lt": 0.8, "cifar100_lt": 0.4}

@@ -5,15 +5,16 @@ import torch
 import torch.nn as nn
 
 from ltlab.config import ConfigError
-from ltlab.config_checks import check_extra_pairs, check_extra_value
-from ltlab.losses import LOSSES
+from ltlab.config.checks import check_extra_pairs, check_extra_value
+from ltlab.config.epochs import follow_epochs
+from ltlab.methods.losses import LOSSES
+from ltlab.methods.samplers import SAMPLER_EXTRA_KEYS, build_sampler, check_sampler_extra
 from ltlab.models import build_model
-from ltlab.samplers import SAMPLER_EXTRA_KEYS, build_sampler, check_sampler_extra
 
-METHODS: dict[str, "Recipe"] = {}
+METHODS: dict[str, Recipe] = {}
 
 
-def register(recipe: "Recipe") -> "Recipe":
+def register(recipe: Recipe) -> Recipe:
     METHODS[recipe.name] = recipe
     return recipe
 
@@ -26,7 +27,8 @@ class Recipe:
     changes = ""
     head = "linear"
     loss = "ce"
-    needs_stage1 = False
+    needs_stage1 = False   # refuses to run without stage1_run
+    takes_stage1 = False   # stage1_run means something to it (two-stage recipes)
     trains = True          # False: a post-hoc method, no epochs run (e.g. tau_norm, ncm)
     clip_grad_norm = None  # max global gradient norm before each optimizer step (None: no clipping)
     # method-specific knobs in cfg.extra: name -> (type, default, help)
@@ -41,8 +43,7 @@ class Recipe:
 
     def resolve(self, merged: dict, user: dict, paper_epochs: int) -> dict:
         """The merged config (defaults < user) before validation: by default, the schedule
-        follows a user's ``epochs`` (ltlab.schedule.follow_epochs)."""
-        from ltlab.schedule import follow_epochs
+        follows a user's ``epochs`` (ltlab.config.epochs.follow_epochs)."""
         known = self.known_extra()
         return follow_epochs(merged, user, paper_epochs, {k: known[k][1] for k in self.epoch_extra_keys})
 
@@ -72,10 +73,10 @@ class Recipe:
         """An extra knob's value, or its default."""
         return cfg.extra.get(key, self.known_extra()[key][1])
 
-    def prepare(self, cfg, *, resume=False):
-        """Before anything else in fit(): may run prerequisite runs (a stage one) and
-        return the config to train with. Default: the config as given."""
-        return cfg
+    def own_stage1(self, cfg) -> dict | None:
+        """The config of a stage one this recipe trains itself before its own run (MiSLAS
+        without stage1_run), or None. The training loop runs it (ltlab.training.loop)."""
+        return None
 
     # ---- pieces ------------------------------------------------------------------------
     def build_model(self, cfg, data) -> nn.Module:

@@ -4,14 +4,14 @@ All three train a ResNet-32 end to end with instance-balanced sampling and only 
 loss (and, for LDAM-DRW, the head). Their defaults are the LDAM-DRW CIFAR recipe (Cao et al.,
 NeurIPS 2019, cifar_train.py): 200 epochs, batch 128, SGD 0.9, lr 0.1 with 5 warm-up epochs,
 x0.01 after epoch 160 and again after 180, weight decay 2e-4. `balanced_softmax` and
-`logit_adjust` live in logit_adjust.py; post-hoc logit adjustment is ltlab.posthoc.logit_adjust
+`logit_adjust` live in logit_adjust.py; post-hoc logit adjustment is ltlab.evaluation.posthoc.logit_adjust
 applied to any run's saved logits.
 """
 from __future__ import annotations
 
 from ltlab.config import ConfigError
-from ltlab.losses import FocalLoss, LDAMLoss, WeightedCE, cb_weights
 from ltlab.methods.base import Recipe, register
+from ltlab.methods.losses import FocalLoss, LDAMLoss, WeightedCE, cb_weights
 from ltlab.models import build_model
 
 LDAM_DRW_RECIPE = {"epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": False,
@@ -89,7 +89,7 @@ class LDAMDRW(_LDAMLineage):
 
     Head: cosine (LDAM's NormedLinear, no bias) with scale ldam_s, which the head applies; the
     loss subtracts ldam_s * m_y from the true-class logit, i.e. m_y from the cosine (see
-    ltlab.losses.LDAMLoss). Margins m_c ∝ n_c^(-1/4), largest ldam_max_m. DRW: class-balanced
+    ltlab.methods.losses.LDAMLoss). Margins m_c ∝ n_c^(-1/4), largest ldam_max_m. DRW: class-balanced
     weights with drw_beta switched on for epochs e > drw_epoch (1-based), which matches the
     LDAM-DRW code's `epoch // 160` on 0-based epochs (its 161st epoch). drw_epoch >= epochs
     disables the re-weighting (plain LDAM).

@@ -23,10 +23,12 @@ import torch
 import torch.nn as nn
 
 from ltlab.config import ConfigError
+from ltlab.data import resolve_val_split
+from ltlab.evaluation.posthoc_classifier import NCM_VARIANTS, TAU_GRID, choose_tau, ncm_centroids, tau_norm_weights
 from ltlab.methods.base import METHODS, register
 from ltlab.methods.stage2 import Stage2Recipe, read_stage1_config
 from ltlab.models.heads import LinearHead
-from ltlab.posthoc_classifier import NCM_VARIANTS, TAU_GRID, choose_tau, ncm_centroids, tau_norm_weights
+from ltlab.models.inference import autocast_dtype, predict
 
 BN_MODES = ("update", "frozen")
 CIFAR_STAGE2 = {"epochs": 10, "schedule": "cosine", "warmup_epochs": 0, "lr": 0.1, "batch_size": 128,
@@ -68,7 +70,7 @@ class TauNormHead(nn.Module):
 
 
 class NCMHead(nn.Module):
-    """-||phi(x) - mu_c||^2 with phi the NCM feature map (ltlab.posthoc_classifier)."""
+    """-||phi(x) - mu_c||^2 with phi the NCM feature map (ltlab.evaluation.posthoc_classifier)."""
 
     def __init__(self, centroids: np.ndarray, mean: np.ndarray, variant: str):
         super().__init__()
@@ -93,8 +95,6 @@ class NCMHead(nn.Module):
 def _features(recipe, model, cfg, data, split: str) -> dict:
     """Unaugmented features and labels of a split, model in eval mode, with the run's autocast
     (so they match the features finish_run computes for val and test)."""
-    from ltlab.evaluate import predict
-    from ltlab.train import autocast_dtype
 
     device = next(model.parameters()).device
     return predict(model, data.eval_loader(split), recipe, amp_dtype=autocast_dtype(cfg, device), features=True)
@@ -203,7 +203,6 @@ class TauNorm(_PostHoc):
                               f"(method '{s1['method']}') has a {s1_recipe.head} head")
         from types import SimpleNamespace
 
-        from ltlab.data import resolve_val_split
         s1_split = resolve_val_split(SimpleNamespace(**{"val_split": "auto", **s1}))
         has_val = (Path(cfg.stage1_run) / "predictions" / "val.npz").is_file() \
             or s1_split in ("unused", "carve") or s1.get("dataset") == "demo"

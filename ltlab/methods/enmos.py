@@ -4,7 +4,7 @@ pengr0925/EnMos_debias (``models/EnergyMosClassifier.py``, ``loss/EnergyDebiasMo
 paper "ReDebias: Exploring Residual energy based Debias learning" (OpenReview SwRlpDKrY9).
 
 Head: K = 3 linear heads with bias and a bias-free softmax gate (ltlab.models.mixture).
-Loss: -log(sum_k w_k softmax(z_k + log(C pi))_y + 1e-12) (ltlab.losses_multi.MixtureDebiasNLL).
+Loss: -log(sum_k w_k softmax(z_k + log(C pi))_y + 1e-12) (ltlab.methods.losses_multi.MixtureDebiasNLL).
 Prediction: the mixture without the prior term, log sum_k w_k softmax(z_k), which estimates
 the balanced posterior.
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 
 from ltlab.config import ConfigError
-from ltlab.distributed import unwrap
-from ltlab.losses_multi import MixtureDebiasNLL
 from ltlab.methods.base import Recipe, register
+from ltlab.methods.losses_multi import MixtureDebiasNLL
 from ltlab.models import LTNet, build_backbone
+from ltlab.models.inference import unwrap
 from ltlab.models.mixture import MixtureHead
 
 

@@ -1,6 +1,6 @@
 """Balanced Softmax / logit-adjusted loss: train on z + tau log pi, predict with z."""
-from ltlab.losses import LogitAdjustedCE
 from ltlab.methods.base import Recipe, register
+from ltlab.methods.losses import LogitAdjustedCE
 
 
 class LogitAdjust(Recipe):

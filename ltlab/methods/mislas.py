@@ -4,7 +4,8 @@ Zhong, Cui, Liu & Jia, "Improving Calibration for Long-Tailed Recognition", CVPR
 (Jia-Research-Lab/MiSLAS: ``train_stage1.py``, ``train_stage2.py``, ``methods.py``,
 ``config/cifar*/*.yaml``).
 
-``mislas`` with ``stage1_run`` is stage two only. Without it, ``prepare`` first trains stage one
+``mislas`` with ``stage1_run`` is stage two only. Without it, the training loop first trains stage one
+(``own_stage1``; ltlab.training.loop.train_own_stage1)
 (method ``ce`` with mixup, MiSLAS's stage-one recipe) into ``<run_dir>_stage1`` (a finished one
 there is reused if its config matches, epochs included; an unfinished one is resumed), then runs
 stage two with ``stage1_run`` pointing at it (so --restart of a ``mislas`` run restarts stage two
@@ -13,14 +14,14 @@ config keys) overrides the stage-one config, e.g. ``{epochs: 100, milestones: [8
 ``weight_decay`` is shared by both stages.
 
 Run length in one invocation (no ``stage1_run``): ``epochs`` is the length of stage one (paper: 200
-on CIFAR), whose milestones and warm-up scale with it (ltlab.schedule); stage two gets the paper's
+on CIFAR), whose milestones and warm-up scale with it (ltlab.training.schedule); stage two gets the paper's
 10 epochs scaled the same way, round(10 * epochs / 200), at least 1. ``mislas epochs=30`` is a
 30-epoch stage one (warm-up 1, x0.1 after 24 and 27) and a 2-epoch stage two. Both plans are
 printed before anything trains. With ``stage1_run`` set, ``epochs`` is stage two's alone.
 
 Stage two (CIFAR): the stage-one classifier is fine-tuned (not re-initialised) under a learnable
 per-class scale f (init 1): logits = f * (W x + b). Loss: label-aware smoothing
-(ltlab.losses_multi.LabelAwareSmoothing, concave). Class-balanced sampler, no mixup, 10 epochs,
+(ltlab.methods.losses_multi.LabelAwareSmoothing, concave). Class-balanced sampler, no mixup, 10 epochs,
 cosine lr 0.1 (classifier at lr_factor x lr, scale at lr, via 'lr_scale' param groups).
 Backbone: every parameter frozen; with shift BN on, it runs in train mode so that only the
 BN running mean/var are re-estimated on the class-balanced batches (momentum 0.1), as coded.
@@ -37,19 +38,18 @@ The original keeps the best-on-test epoch in both stages; ltlab reports the last
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import yaml
 
 from ltlab.config import FIELDS, ConfigError
-from ltlab.losses_multi import LAS_SHAPES, LabelAwareSmoothing
+from ltlab.config.epochs import follow_epochs, scale_epoch
+from ltlab.methods import resolve
 from ltlab.methods.base import Recipe, register
+from ltlab.methods.losses_multi import LAS_SHAPES, LabelAwareSmoothing
 from ltlab.methods.stage2 import DATA_KEYS, Stage2Recipe
-from ltlab.schedule import follow_epochs, scale_epoch
 
 # dataset -> {imb_factor: (eps_head, eps_tail, lr_factor)}, shift_bn
 _CIFAR10 = ({100: (0.3, 0.0, 0.5), 50: (0.2, 0.0, 0.2), 10: (0.1, 0.0, 0.2)}, False)
@@ -163,9 +163,8 @@ class MiSLAS(Stage2Recipe):
             if bad:
                 raise ConfigError(f"extra key 'mislas_stage1' sets {bad[0]!r}: allowed keys are config keys other "
                                   "than method, run_dir and run_name")
-            from ltlab import config as config_mod
             try:   # a bad stage-one value is refused now, not after stage two's checks have passed
-                config_mod.from_dict(stage1_config(cfg))
+                resolve.from_dict(stage1_config(cfg))
             except ConfigError as e:
                 raise ConfigError(f"extra key 'mislas_stage1' = {self.opt(cfg, 'mislas_stage1')!r} "
                                   f"(the stage-one config): {e}") from None
@@ -177,31 +176,9 @@ class MiSLAS(Stage2Recipe):
                               "set the stage-one mixup in extra.mislas_stage1")
 
     # ---- stage one ---------------------------------------------------------------------
-    def prepare(self, cfg, *, resume=False):
-        if cfg.stage1_run:
-            return cfg
-        from ltlab import config as config_mod
-        from ltlab.evaluate import is_finished
-        from ltlab.train import config_diff, fit
-
-        from ltlab import distributed as D
-        from ltlab import schedule
-        s1 = config_mod.from_dict(stage1_config(cfg))
-        s1_dir = s1.resolved_run_dir()
-        if cfg.progress:
-            D.log(f"mislas plan: stage one (ce, mixup {s1.mixup_alpha:g}) -> {s1_dir}: {schedule.describe(s1)}")
-            D.log(f"mislas plan: stage two (label-aware smoothing, {cfg.sampler} sampler) -> "
-                  f"{cfg.resolved_run_dir()}: {schedule.describe(cfg)}")
-        if is_finished(s1_dir):
-            saved = yaml.safe_load((s1_dir / "config.yaml").read_text())
-            # unlike a resume, a reused stage one must match in epochs too
-            diff = config_diff(saved, s1.to_dict(), ignore=("eval_every", "progress", "device", "run_dir", "compile"))
-            if diff:
-                raise ConfigError(f"stage-one directory '{s1_dir}' holds a run that differs in {', '.join(diff)}; "
-                                  "remove it, or point stage1_run at the stage-one run to use")
-        else:
-            fit(s1, resume=resume or (s1_dir / "checkpoint.pt").exists())
-        return config_mod.validate(dataclasses.replace(cfg, stage1_run=str(s1_dir)))
+    def own_stage1(self, cfg) -> dict | None:
+        """Without stage1_run, the training loop first trains (or reuses) this stage one."""
+        return None if cfg.stage1_run else stage1_config(cfg)
 
     # ---- stage two ---------------------------------------------------------------------
     def build_model(self, cfg, data):

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ltlab import posthoc
 from ltlab.config import ConfigError
+from ltlab.evaluation import posthoc
+from ltlab.evaluation.metrics import balanced_accuracy
 from ltlab.methods.base import METHODS, Recipe, register
 from ltlab.methods.decoupling import _features, _PostHoc
 from ltlab.methods.stage2 import read_stage1_config
-from ltlab.metrics import balanced_accuracy
 
 LA_TAU_GRID = np.round(np.arange(0.0, 2.0001, 0.1), 10)
 LA_TAU_FROM = ("val", "fixed")
@@ -26,7 +26,7 @@ LA_TAU_FROM = ("val", "fixed")
 
 def choose_la_tau(val_logits, val_labels, train_counts, grid=LA_TAU_GRID):
     """(tau, grid, balanced accuracies): the grid value whose adjusted val predictions
-    (ltlab.posthoc.logit_adjust) have the best balanced accuracy; ties go to the smallest tau.
+    (ltlab.evaluation.posthoc.logit_adjust) have the best balanced accuracy; ties go to the smallest tau.
     Only val data is passed in."""
     y = np.asarray(val_labels, dtype=np.int64)
     grid = np.asarray(grid, dtype=np.float64)

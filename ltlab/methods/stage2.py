@@ -11,8 +11,9 @@ from pathlib import Path
 import yaml
 
 from ltlab.config import ConfigError
-from ltlab.io import load_checkpoint
 from ltlab.methods.base import METHODS, Recipe
+from ltlab.methods.resolve import from_dict
+from ltlab.models.checkpoints import load_checkpoint
 
 DATA_KEYS = ("dataset", "data_root", "imb_factor", "imb_profile", "lt_seed", "val_split", "val_per_class", "model",
              "train_list", "val_list", "test_list", "img_size")
@@ -30,6 +31,7 @@ def read_stage1_config(stage1_run) -> dict:
 
 class Stage2Recipe(Recipe):
     needs_stage1 = True
+    takes_stage1 = True
     stage2_defaults = {"epochs": 10, "schedule": "cosine", "warmup_epochs": 0, "sampler": "class_balanced",
                        "eval_every": 5}
 
@@ -50,8 +52,6 @@ class Stage2Recipe(Recipe):
 
     def stage1_model(self, cfg, data):
         """The stage-one model with its final weights, on the CPU."""
-        from ltlab.config import from_dict
-
         s1 = read_stage1_config(cfg.stage1_run)
         s1cfg = from_dict({k: v for k, v in s1.items()})
         model = METHODS[s1cfg.method].build_model(s1cfg, data)

@@ -8,7 +8,7 @@ Training: CE on the de-confounded logits (tau 16, gamma 1/32, K = 2 heads), inst
 sampling, the moving feature direction d <- mu d + mean(x) (mu 0.9) updated on every training
 batch and kept in the checkpoint. Prediction: the TDE logits with alpha (1.0 CIFAR-10 and demo,
 1.5 CIFAR-100, 3.0 ImageNet-LT; others 1.0). The classifier weight, the direction and the
-hyperparameters are exported into predictions/*.npz, and ``ltlab.posthoc_tde`` recomputes
+hyperparameters are exported into predictions/*.npz, and ``ltlab.evaluation.posthoc_tde`` recomputes
 the logits for any alpha from the saved features (alpha = 0: the "De-confound" baseline).
 
 Choices where the original differs or is ambiguous:

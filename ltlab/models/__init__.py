@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from ltlab.config import ConfigError
 from ltlab.models.heads import HEADS, CosineHead, LinearHead
 from ltlab.models.resnet_cifar import ResNetCifar, resnet8, resnet20, resnet32
 
@@ -75,7 +76,6 @@ def load_weights(model: nn.Module, path: str) -> None:
     """
     import torch
 
-    from ltlab.config import ConfigError
 
     p = Path(path).expanduser()
     if not p.is_file():

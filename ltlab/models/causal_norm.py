@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 # The authors divide by |x_k| with no epsilon; a ReLU feature chunk can be exactly zero,
-# so norms are floored here (and identically in ltlab.posthoc_tde).
+# so norms are floored here (and identically in ltlab.evaluation.posthoc_tde).
 NORM_EPS = 1e-12
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ltlab.models.experts import MultiExpert
+from ltlab.models.experts import ExpertResNetCifar, MultiExpert
 from ltlab.models.heads import CosineHead
 
 TRUNK = ("conv1", "bn1", "layer1", "layer2")     # shared by all experts
@@ -85,8 +85,6 @@ class ExpertResNet(MultiExpert):
 def build_expert_model(name: str, num_classes: int, experts: int = 3, scale: float = 30.0) -> nn.Module:
     """BalPoE's multi-expert network for ``cfg.model``: the CIFAR ResNet-32 or a torchvision ResNet."""
     if name == "resnet32":
-        from ltlab.models.experts import ExpertResNetCifar
-
         return ExpertResNetCifar(num_classes, experts=experts, scale=scale)
     return ExpertResNet(name, num_classes, experts=experts, scale=scale)
 

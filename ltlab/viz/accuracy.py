@@ -9,8 +9,9 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from ltlab.metrics import GROUPS, shot_groups
+from ltlab.evaluation.metrics import GROUPS, shot_groups
 from ltlab.viz.base import GROUP_COLORS, _figure, _mark_shot_boundaries, _np
+
 
 def learning_curves(metrics: pd.DataFrame) -> Figure:
     """Three panels against epoch: train loss (log y), test accuracy (evaluated epochs

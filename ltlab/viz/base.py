@@ -1,7 +1,7 @@
 """What every ltlab figure shares: array conversion, a constrained-layout Figure built
 without pyplot (Agg-safe; nothing global left open), the group colours, the shot-group
 boundaries (many > 100, medium 20-100, few < 20 training images; ``energy_calibration.md`` §3)
-and the confidence scores, oriented higher = more likely correct (:mod:`ltlab.scores`)."""
+and the confidence scores, oriented higher = more likely correct (:mod:`ltlab.evaluation.scores`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from ltlab import scores as _scores
+from ltlab.evaluation import scores as _scores
 
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:red")   # many, medium, few
 OUTCOME_COLORS = {"correct": "tab:green", "incorrect": "tab:red"}
@@ -42,7 +42,7 @@ def _root_figure(ax) -> Figure:
 
 
 def _score(name: str, logits: np.ndarray, T: float) -> np.ndarray:
-    """Evaluate the confidence score ``name`` from :data:`ltlab.scores.SCORES`."""
+    """Evaluate the confidence score ``name`` from :data:`ltlab.evaluation.scores.SCORES`."""
     table = _scores.SCORES
     fn = table[name] if isinstance(table, Mapping) else getattr(_scores, name)
     return _np(fn(logits, T=T), float).reshape(-1)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from ltlab.metrics import GROUPS, calibration_bins, ece, shot_groups, softmax
-from ltlab.posthoc import apply_temperature
+from ltlab.evaluation.metrics import GROUPS, calibration_bins, ece, shot_groups, softmax
+from ltlab.evaluation.posthoc import apply_temperature
 from ltlab.viz.base import _figure, _np, _root_figure
 
 ACC_LABEL, GAP_LABEL_PREFIX = "Accuracy", "Gap"   # legend labels of the reliability bars

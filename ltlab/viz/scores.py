@@ -7,9 +7,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ltlab.metrics import GROUPS, aurc, auroc, risk_coverage, shot_groups
-from ltlab.viz.base import (GROUP_COLORS, OUTCOME_COLORS, SCORE_LABELS, _correct, _figure,
-                            _mark_shot_boundaries, _np, _score)
+from ltlab.evaluation.metrics import GROUPS, aurc, auroc, risk_coverage, shot_groups
+from ltlab.viz.base import (
+    GROUP_COLORS,
+    OUTCOME_COLORS,
+    SCORE_LABELS,
+    _correct,
+    _figure,
+    _mark_shot_boundaries,
+    _np,
+    _score,
+)
+
 
 def score_distributions(logits, labels, train_counts, scores=("energy", "residual_energy"),
                         T: float = 1.0) -> Figure:

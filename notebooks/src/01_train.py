@@ -37,14 +37,17 @@ restart = False         # discard what run_dir holds and start over
 from IPython.display import display
 
 import ltlab
-from ltlab import logs, run_page, viz
-from ltlab.metrics import per_class_accuracy, softmax
+from ltlab.training import logs
+from ltlab.reports import run_page
+from ltlab import viz
+from ltlab.evaluation.metrics import per_class_accuracy, softmax
+from ltlab.methods.resolve import from_dict
 
 logs.to_stdout()   # start-up lines are information, not errors: keep them off Jupyter's stderr
 given = dict(dataset=dataset, data_root=data_root, imb_factor=imb_factor, method=method, model=model,
              epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
              stage1_run=stage1_run, run_dir=run_dir)
-cfg = ltlab.config.from_dict({**{k: v for k, v in given.items() if v not in (None, "")}, **overrides})
+cfg = from_dict({**{k: v for k, v in given.items() if v not in (None, "")}, **overrides})
 
 # %%
 run_dir = ltlab.fit(cfg, resume=resume, restart=restart)

@@ -27,7 +27,9 @@ interactive = False     # True in live JupyterLab: sliders redraw from the cache
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab import analysis, viz, widgets
+from ltlab.reports import analysis
+from ltlab import viz
+from ltlab.interactive import widgets
 
 run = analysis.open_run(run_dir)
 pred = widgets.predictions(run, split)

@@ -25,8 +25,11 @@ interactive = False     # True in live JupyterLab: sliders redraw from the cache
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab import analysis, posthoc, posthoc_classifier, viz, widgets
-from ltlab.metrics import softmax
+from ltlab.reports import analysis
+from ltlab.evaluation import posthoc, posthoc_classifier
+from ltlab import viz
+from ltlab.interactive import widgets
+from ltlab.evaluation.metrics import softmax
 
 run = analysis.open_run(run_dir)
 test = widgets.predictions(run, "test")
@@ -102,7 +105,7 @@ else:
 
 # %% [markdown]
 # ## Post-hoc logit adjustment
-# f(x) − τ·log π (Menon et al. 2021), π the prior the logits encode (`ltlab.shift.model_prior_counts`):
+# f(x) − τ·log π (Menon et al. 2021), π the prior the logits encode (`ltlab.evaluation.shift.model_prior_counts`):
 # τ = 0 is the run's own prediction, τ = 1 removes a training prior the logits carry in full.
 # Accuracy by class frequency and ECE at this τ (batch: τ = 1).
 

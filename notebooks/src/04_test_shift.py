@@ -23,7 +23,7 @@
 #   `em_status` and its accuracy is left empty.
 #
 # π is the prior the logits encode (the training prior for CE; uniform for balanced softmax /
-# class-balanced stage two; see `ltlab.shift.model_prior_counts`). Many / medium / few are class
+# class-balanced stage two; see `ltlab.evaluation.shift.model_prior_counts`). Many / medium / few are class
 # means by **training** counts. ImageNet-LT, Places-LT and iNat use their list files instead.
 # `em_tv` is the total variation between the EM estimate and the subset's true prior.
 
@@ -41,7 +41,10 @@ interactive = False     # True in live JupyterLab: dropdowns redraw from the cac
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab import analysis, shift, viz, widgets
+from ltlab.reports import analysis
+from ltlab.evaluation import shift
+from ltlab import viz
+from ltlab.interactive import widgets
 
 run = analysis.open_run(run_dir)
 test = widgets.predictions(run, "test")

@@ -23,7 +23,9 @@ interactive = False     # True in live JupyterLab: a metric dropdown
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab import analysis, viz, widgets
+from ltlab.reports import analysis
+from ltlab import viz
+from ltlab.interactive import widgets
 
 runs, skipped = analysis.load_finished(run_dirs, skip_unfinished)
 if skipped:

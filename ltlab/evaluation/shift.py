@@ -1,0 +1,176 @@
+"""Test-time label shift: accuracy on shifted test subsets with and without the test prior.
+
+The subsets themselves (which images) are ltlab.data.shift_subsets. Protocol (methods.md §4; BalPoE ``test_all_cifar.py``, which reuses SADE's
+``IMBALANCECIFAR100(train=False, imb_factor=1/R, reverse=...)``): the balanced test set is
+subsampled with the training set's exponential profile. 'forwardR' keeps
+n_i = int(n (1/R)^(i/(C-1))) images of class i (head = class 0, as in training),
+'backwardR' uses the exponent (C-1-i)/(C-1) (the order reversed), 'uniform' keeps all.
+Which images are kept follows the LDAM/SADE code: one RandomState(seed), and for each class
+in label order a shuffle of its indices, the first n_i kept. CIFAR-100 forward50 keeps
+2,486 images, forward2 7,166.
+
+The large benchmarks ship the subsets as list files instead (``../shared/data/splits``:
+``ImageNet_LT_forward50.txt.gz`` ...); :func:`list_shift_subsets` maps them to positions in
+the test split by relative path.
+
+EM estimates the prior from calibrated posteriors (ltlab.evaluation.calibrated_em: BCTS on the val split by
+default); an estimate that hit the iteration cap or collapsed is flagged in ``em_status`` and its
+accuracy columns are left empty rather than shown as a result.
+
+Everything here is numpy on saved logits, so one run gives the whole table in seconds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ltlab.data.lists import subsets_for_run  # noqa: F401 (re-exported for the notebooks)
+from ltlab.data.shift_subsets import (  # noqa: F401 (re-exported)
+    DIRECTIONS,
+    LIST_BENCHMARKS,
+    RATIOS,
+    SHIFTS,
+    list_shift_subsets,
+    parse_shift,
+    read_split_list,
+    shift_counts,
+    shift_subset,
+    shift_subsets,
+)
+from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import metrics as M
+from ltlab.evaluation import posthoc
+
+VARIANTS = ("none", "known", "em")   # the accuracy columns of shift_table
+
+# Methods whose logits already target the balanced prior: their posterior carries no log pi,
+# so a known test prior q is corrected with log q - log(1/C), not log q - log pi.
+BALANCED_METHODS = ("balanced_softmax", "enmos")
+
+
+# ------------------------------------------------------------------- model prior
+
+def model_prior_counts(config: dict, train_counts, pred: dict | None = None) -> np.ndarray:
+    """Counts proportional to the label prior the run's logits encode (the 'source' prior).
+
+    A plain CE model's softmax estimates p_train(y|x), prior pi. Training with the logit
+    adjustment CE(z + tau log pi) leaves pi^(1 - tau) in the raw logits (balanced softmax:
+    tau = 1, uniform); BalPoE's ensemble targets pi^(1 - mean tau) (``balpoe_taus`` in the
+    predictions); class-balanced sampling (cRT, LWS, MiSLAS stage two) trains on the
+    uniform prior. Everything else is taken at the training prior. This is what the
+    known-prior correction and EM divide out; pass explicit counts to override.
+    """
+    n = np.asarray(train_counts, dtype=np.float64).ravel()
+    method = config.get("method", "ce")
+    extra = config.get("extra") or {}
+    if method == "logit_adjust":
+        power = 1.0 - float(extra.get("la_tau", 1.0))
+    elif method == "balpoe":
+        taus = None if pred is None else pred.get("balpoe_taus")
+        power = 0.0 if taus is None else 1.0 - float(np.mean(taus))
+    elif method in BALANCED_METHODS or config.get("sampler") == "class_balanced":
+        power = 0.0
+    else:
+        power = 1.0
+    if power == 1.0:
+        return n.copy()
+    return np.maximum(n, 1.0) ** power   # a zero count would make pi^power undefined for power < 0
+
+
+# -------------------------------------------------------------------------- table
+
+def _accuracy_row(pred, y, c, train_counts, prefix: str) -> dict:
+    row = {prefix: M.top1(pred, y)}
+    groups = M.group_accuracy(M.per_class_accuracy(pred, y, c), train_counts)
+    for g in M.GROUPS:
+        row[f"{prefix}_{g}"] = np.nan if groups[g] is None else groups[g]
+    return row
+
+
+def shift_row(logits, labels, train_counts, source_counts=None, calibration: CE.Calibration | None = None,
+              em: bool = True) -> dict:
+    """Accuracy of one test subset: 'none' (argmax of the logits), 'known' (prior_correct
+    with q = the subset's class frequencies), 'em' (the EM estimate of q from the subset's
+    calibrated posteriors, no label used), each with its many/medium/few class means by
+    training counts; plus the EM columns of :func:`em_columns`."""
+    f = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    n, c = f.shape
+    src = np.asarray(train_counts if source_counts is None else source_counts, dtype=np.float64)
+    q = np.bincount(y, minlength=c) / max(n, 1)
+    row = {"n": int(n)}
+    row.update(_accuracy_row(f.argmax(1), y, c, train_counts, "none"))
+    row.update(_accuracy_row(posthoc.prior_correct(f, src, q).argmax(1), y, c, train_counts, "known"))
+    if em:
+        cal = calibration if calibration is not None else CE.fit_calibration("none", model_prior=src)
+        row.update(em_columns(f, y, train_counts, cal)[0])
+    return row
+
+
+def em_columns(logits, labels, train_counts, calibration: CE.Calibration):
+    """({em, em_many.., em_tv, em_iter, em_status, em_calibration}, EMResult).
+
+    EM (calibrated_em.estimate_prior) on the calibrated posteriors of the subset; labels only
+    score it. em_tv: total variation between the estimate and the subset's true prior, kept
+    whatever the status (it shows how wrong a flagged estimate is). The accuracy columns are
+    NaN unless em_status is 'ok'."""
+    f = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    c = f.shape[1]
+    res = CE.estimate_prior(f, calibration)
+    cols = _accuracy_row(res.probs.argmax(1), y, c, train_counts, "em")
+    if res.status != CE.STATUS_OK:
+        cols = {k: np.nan for k in cols}
+    cols["em_tv"] = CE.total_variation(res.prior, np.bincount(y, minlength=c) / max(len(y), 1))
+    cols["em_iter"] = res.n_iter
+    cols["em_status"] = res.status
+    cols["em_calibration"] = calibration.method
+    return cols, res
+
+
+def shift_table(logits, labels, train_counts, shifts=SHIFTS, seed: int = 0, source_counts=None,
+                calibration: CE.Calibration | None = None, subsets: dict | None = None,
+                em: bool = True) -> pd.DataFrame:
+    """One row per test distribution (index 'test distribution', in ``shifts`` order).
+
+    Columns: n, none, known, em (micro top-1 on the subset), {variant}_{many,medium,few}
+    (per-class mean by training counts, NaN where the group is absent), em_tv, em_iter,
+    em_status, em_calibration. ``subsets`` ({name: indices}, e.g. from list_shift_subsets)
+    replaces the CIFAR-style subsets; ``source_counts`` is the prior the logits encode
+    (default: train_counts; see model_prior_counts); ``calibration`` (calibrated_em.fit_calibration
+    on the val split) gives the posteriors EM works on and leaves the other columns unchanged;
+    without it EM runs on the raw logits and em_calibration says 'none'.
+    """
+    f = np.asarray(logits)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    c = f.shape[1]
+    if subsets is None:
+        subsets = shift_subsets(y, shifts, seed=seed, num_classes=c)
+    rows = {name: shift_row(f[idx], y[idx], train_counts, source_counts, calibration, em)
+            for name, idx in subsets.items()}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "test distribution"
+    return df
+
+
+def em_tv_table(logits, labels, calibrations: dict, shifts=SHIFTS, seed: int = 0,
+                subsets: dict | None = None) -> pd.DataFrame:
+    """EM's total variation to the true prior and its status, one column pair per calibration
+    ({name: Calibration}), one row per test distribution."""
+    f = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    c = f.shape[1]
+    if subsets is None:
+        subsets = shift_subsets(y, shifts, seed=seed, num_classes=c)
+    rows = {}
+    for name, idx in subsets.items():
+        q = np.bincount(y[idx], minlength=c) / len(idx)
+        row = {}
+        for label, cal in calibrations.items():
+            res = CE.estimate_prior(f[idx], cal)
+            row[f"tv {label}"] = CE.total_variation(res.prior, q)
+            row[f"status {label}"] = res.status
+        rows[name] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "test distribution"
+    return df
