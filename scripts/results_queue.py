@@ -4,6 +4,11 @@
     .venv/bin/python scripts/results_queue.py --minutes 60 data_root=DIR     # as much as fits in an hour
     .venv/bin/python scripts/results_queue.py --dry-run                       # the plan only
     .venv/bin/python scripts/results_queue.py --status --runs-root ~/ltlab-queue/runs
+    .venv/bin/python scripts/results_queue.py --save-carry --runs-root ~/ltlab-queue/runs   # before a session ends
+
+Run directories live outside the repository (~/ltlab-queue/runs). A run still training when the machine
+goes is carried to the next one by --save-carry (its checkpoint, about 4 MB, into experiments/queue_carry/,
+committed) and restored by the next start; give it the same data_root and runs root as before.
 
 Same command again continues: finished runs are skipped, interrupted ones resume from their
 checkpoints (runs/<grid name>/), every finished run is archived into experiments/results/.
@@ -34,6 +39,10 @@ def main(argv=None) -> int:
                    help="first guess of seconds per epoch before any is measured (H100 CE: 0.63)")
     p.add_argument("--overhead", type=float, default=60.0, help="seconds per run for start-up, compile, predictions")
     p.add_argument("--dry-run", action="store_true", help="print the jobs, their state and estimates; run nothing")
+    p.add_argument("--carry", default="experiments/queue_carry",
+                   help="committed resume state of unfinished runs: restored at start when a run directory has none")
+    p.add_argument("--save-carry", action="store_true",
+                   help="copy every unfinished run's resume state into --carry (commit it before a session ends)")
     p.add_argument("--status", action="store_true",
                    help="print every run: done / training (epoch x of N, s/epoch, estimated finish) / queued")
     a = p.parse_args(argv)
@@ -43,6 +52,9 @@ def main(argv=None) -> int:
         name = load_experiments(a.experiments)["name"]
         root = Path(a.runs_root or Path("runs") / name)
         jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
+        if a.save_carry:
+            print("carried:", ", ".join(grid_runner.save_carry(jobs, a.carry)) or "nothing")
+            return 0
         if a.status:
             running, known = grid_runner.running_run_dirs(), archive.archived_sources(a.out)
             for j in jobs:
@@ -54,6 +66,8 @@ def main(argv=None) -> int:
                 print(f"{j.name:32s} {j.config.get('method'):18s} epochs {j.epochs:4d} done "
                       f"{grid_runner.epochs_done(j.run_dir):4d}  ~{est / 60:6.1f} min" + (f"  after {j.needs}" if j.needs else ""))
             return 0
+        for name in grid_runner.restore_carry(jobs, a.carry):
+            print(f"restored {name} from {a.carry}: resumes from its checkpoint")
         runner = grid_runner.Runner(jobs, root, a.out, minutes=a.minutes, parallel=a.parallel,
                                     default_epoch_seconds=a.epoch_seconds, overhead=a.overhead,
                                     benchmark=a.benchmark)

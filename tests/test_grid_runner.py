@@ -139,3 +139,56 @@ def test_planned_epochs_of_the_methods_grid():
         "cb", "enmos", "mislas", "balpoe", "la_posthoc"}
     assert by["ce_seed-0"].epochs == 200 and by["tau_norm_seed-0"].epochs == 0 and by["mislas_seed-0"].epochs == 210
     assert [j.name for j in jobs][:15] == [j.name for j in jobs if j.name.endswith("seed-0")]   # seed 0 first
+
+
+def _partial(run_dir, epochs, seconds=20.0):
+    run_dir.mkdir(parents=True)
+    pd.DataFrame({"epoch": range(1, epochs + 1), "seconds": [seconds] * epochs}).to_csv(run_dir / "metrics.csv",
+                                                                                          index=False)
+    (run_dir / "checkpoint.pt").write_bytes(b"state")
+    (run_dir / "config.yaml").write_text("method: ce\n")
+
+
+def test_status_says_done_training_interrupted_queued(grid):
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    ce, crt, long = jobs
+    ce.run_dir.mkdir(parents=True)
+    (ce.run_dir / "summary.json").write_text("{}")
+    _partial(long.run_dir, 100)
+    now = 1000.0
+    st = grid_runner.job_status(ce, set(), {str(ce.run_dir.resolve())}, now)
+    assert st["state"] == "done" and st["note"] == "archived"
+    assert grid_runner.job_status(crt, set(), set(), now)["state"] == "queued"
+    st = grid_runner.job_status(long, {str(long.run_dir.resolve())}, set(), now)
+    assert st["state"] == "training" and st["epochs_done"] == 100 and st["seconds_per_epoch"] == 20.0
+    assert st["finish"] == now + 300 * 20.0                  # 300 epochs left at 20 s
+    assert "epoch 100 of 400" in grid_runner.format_status(st)
+    assert grid_runner.job_status(long, set(), set(), now)["state"] == "interrupted"
+
+
+def test_running_run_dirs_reads_train_processes(tmp_path):
+    for pid, args in (("11", ["python", "-m", "ltlab.cli", "train", "method=ce", f"run_dir={tmp_path}/a"]),
+                      ("12", ["/venv/bin/ltlab", "train", f"run_dir={tmp_path}/b"]),
+                      ("13", ["python", "-m", "ltlab.cli", "eval", f"run_dir={tmp_path}/c"])):
+        (tmp_path / "proc" / pid).mkdir(parents=True)
+        (tmp_path / "proc" / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+    assert grid_runner.running_run_dirs(tmp_path / "proc") == {str(tmp_path / "a"), str(tmp_path / "b")}
+
+
+def test_carry_moves_unfinished_runs_to_a_new_machine(grid):
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    ce, _, long = jobs
+    _partial(long.run_dir, 7)
+    ce.run_dir.mkdir(parents=True)
+    (ce.run_dir / "summary.json").write_text("{}")
+    assert grid_runner.save_carry(jobs, tmp / "carry") == ["long_seed-0"]
+    assert sorted(p.name for p in (tmp / "carry" / "long_seed-0").iterdir()) == [
+        "checkpoint.pt", "config.yaml", "metrics.csv"]
+    fresh = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "new_machine")      # another runs root
+    assert grid_runner.restore_carry(fresh, tmp / "carry") == ["long_seed-0"]
+    assert grid_runner.epochs_done(fresh[2].run_dir) == 7
+    assert grid_runner.restore_carry(fresh, tmp / "carry") == []                 # never over existing state
+    (long.run_dir / "summary.json").write_text("{}")                             # it finished: carry emptied
+    assert grid_runner.save_carry(jobs, tmp / "carry") == [] and not (tmp / "carry" / "long_seed-0").exists()

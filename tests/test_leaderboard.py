@@ -1,12 +1,12 @@
-"""ltlab table: the leaderboard comes from run folders, and the README shows exactly that."""
+"""ltlab table: the leaderboard comes from run folders, and README.md and docs/results.md show exactly that."""
 import json
 
+import pandas as pd
 import yaml
 from conftest import REPO
 
 from ltlab.cli import main
 from ltlab.reports import archive, leaderboard
-
 
 # the main table in the README, the legacy H100 one in docs/results.md
 TABLE_PAGES = {"README.md": {"experiments/results/cifar10_lt_if100"},
@@ -79,3 +79,14 @@ def test_bad_folder_is_one_line(tmp_path, capsys):
     assert main(["table", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and "\n" not in err
+
+
+def test_best_on_test_is_the_max_over_evaluated_epochs_and_labelled(tmp_path):
+    _fake(tmp_path, "ce", 0, top1=0.60)
+    pd.DataFrame({"epoch": [10, 20, 30], "test_top1": [0.55, 0.66, 0.60]}).to_csv(
+        tmp_path / "ce" / "seed0" / "metrics.csv", index=False)
+    _fake(tmp_path, "tau_norm", 0, top1=0.7)              # post hoc: no epochs, no metrics.csv
+    rows = {r["method"]: r for r in leaderboard.rows(tmp_path, benchmark="x", runs_only=True)}
+    col = leaderboard.BEST_ON_TEST
+    assert "test" in col and rows["ce"][col] == "66.0" and rows["ce"]["top-1"] == "60.0"   # last epoch stays the result
+    assert rows["tau_norm"][col] == "n/a"

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,47 @@ def format_status(st: dict) -> str:
     if st.get("note"):
         line += f"  {st['note']}"
     return line
+
+
+CARRY_FILES = ("checkpoint.pt", "metrics.csv", "config.yaml", "provenance.json")
+
+
+def save_carry(jobs: list[Job], dest) -> list[str]:
+    """Copy each unfinished, started run directory's resume state (checkpoint, metrics, config,
+    provenance: about 4 MB for ResNet-32) into dest/<job>/, so that a session on a new machine resumes
+    it (``restore_carry``) instead of starting over. The committed copy is the only one that survives
+    a change of machine; finished runs travel as archived runs instead."""
+    saved = []
+    for job in jobs:
+        for d in run_dirs(job):
+            if is_finished(d) or not (d / "checkpoint.pt").is_file():
+                continue
+            out = Path(dest) / d.name
+            out.mkdir(parents=True, exist_ok=True)
+            for name in CARRY_FILES:
+                if (d / name).is_file():
+                    shutil.copy2(d / name, out / name)
+            saved.append(d.name)
+    for stale in Path(dest).glob("*") if Path(dest).is_dir() else []:
+        if stale.is_dir() and stale.name not in saved:   # its run finished or is gone: nothing to resume
+            shutil.rmtree(stale)
+    return saved
+
+
+def restore_carry(jobs: list[Job], src) -> list[str]:
+    """Put carried resume state back where a job's run directory has none (never over a newer one)."""
+    restored = []
+    for job in jobs:
+        for d in run_dirs(job):
+            carried = Path(src) / d.name
+            if not (carried / "checkpoint.pt").is_file() or (d / "checkpoint.pt").exists() or is_finished(d):
+                continue
+            d.mkdir(parents=True, exist_ok=True)
+            for name in CARRY_FILES:
+                if (carried / name).is_file():
+                    shutil.copy2(carried / name, d / name)
+            restored.append(d.name)
+    return restored
 
 
 def train_command(job: Job) -> list[str]:
