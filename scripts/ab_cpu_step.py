@@ -4,7 +4,7 @@ Variants, interleaved round by round in one process so machine-load drifts hit t
 eager NCHW fp32 (the reference pipeline's step), eager channels_last fp32 and bf16 autocast,
 torch.compile'd channels_last fp32 and bf16. Synthetic batch of 128, SGD with momentum.
 --inductor adds the compiled fp32 step under three inductor options (cpp_wrapper,
-aggressive_fusion, max_autotune). The README's CPU statements (bf16 autocast does not help on
+aggressive_fusion, max_autotune). The CPU statements of docs/performance.md (bf16 autocast does not help on
 this CPU; compile is what gains; those options do not) come from this script:
 
     .venv/bin/python scripts/ab_cpu_step.py --steps 8 --rounds 5

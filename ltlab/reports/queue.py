@@ -1,6 +1,7 @@
-"""Run as much of an experiments grid as fits in a time budget, archive what finished, resume later.
+"""The results queue: train an experiments grid's runs one after another, archive each as it finishes,
+resume the rest later (within a time budget if given).
 
-``scripts/results_queue.py --minutes 60`` (experiments/cifar10_lt_methods.yaml by default):
+``scripts/results_queue.py`` (experiments/cifar10_lt_queue.yaml by default; --minutes 60 for a budget):
 
 - jobs are the batch's grid points (ltlab.reports.batch.grid_points) in the file's order, seed-major
   (every method of seed 0, then seed 1...): the order is the priority. A stage two ("@name")

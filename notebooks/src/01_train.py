@@ -18,7 +18,7 @@
 dataset = "demo"        # demo | cifar10_lt | cifar100_lt | folder
 data_root = ""          # cifar*_lt: folder with cifar-10-batches-py, or train/<class>/ + test/<class>/
 imb_factor = 100.0      # head/tail ratio (demo is fixed at 100)
-method = "ce"           # ce, focal, cb, ldam_drw, balanced_softmax, logit_adjust, ... (see README)
+method = "ce"           # ce, focal, cb, ldam_drw, balanced_softmax, logit_adjust, ... (see docs/methods.md)
 model = "resnet32"
 epochs = 10             # None: the method default (200 for the CIFAR recipes)
 batch_size = None       # images per step; None: the method default
