@@ -98,8 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--markdown", action="store_true", help="a Markdown table (what the README shows)")
     lb.add_argument("--benchmark", help="benchmark of the published numbers (default: the folder's name)")
     lb.add_argument("--runs-only", action="store_true", help="only methods with runs (default: every recipe)")
+    lb.add_argument("--ci", action="store_true",
+                    help="add a 95%% interval of top-1: over seeds (t) where n >= 2, else a bootstrap over test images")
     lb.add_argument("--update-readme", metavar="README",
                     help="regenerate every '<!-- begin: ltlab table ... -->' block of README from its command")
+
+    c = sub.add_parser("compare", help="A - B with a paired interval and McNemar's test, said in words",
+                       description="Two run directories: the difference in balanced accuracy, top-1, few and ECE "
+                                   "with a paired bootstrap interval over the same test images and McNemar's exact "
+                                   "test; two folders of seed runs: a paired t-interval over seeds "
+                                   "(ltlab/reports/compare.py).")
+    c.add_argument("run_a", metavar="A", help="a run directory, or a folder of seed runs (e.g. .../crt)")
+    c.add_argument("run_b", metavar="B", help="the same kind as A")
+    c.add_argument("--resamples", type=_count(100), default=2000, help="bootstrap resamples (default 2000)")
+    c.add_argument("--seed", type=_count(0), default=0, help="seed of the resampling (default 0)")
+    c.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
     s = sub.add_parser("bench", help="images/s of ltlab's loop vs a classic DataLoader pipeline")
     s.add_argument("--steps", type=_count(1), default=50, help="training steps per measurement")
@@ -166,12 +179,12 @@ def main(argv=None) -> int:
             if is_main():   # under torchrun, one line, not one per process
                 print(run_dir)
         elif args.command == "eval":
-            from ltlab.evaluation.run_dir import compute_summary, load_run
+            from ltlab.evaluation.run_dir import compute_summary, interval_fields, load_run
             from ltlab.io import atomic_write_json
 
             run = load_run(args.run_dir)
             s = compute_summary(run.path / "predictions", epochs=run.config.get("epochs"))
-            merged = {**run.summary, **s}
+            merged = {**run.summary, **s, **interval_fields(run.path / "predictions", s.get("temperature"))}
             if args.write:
                 atomic_write_json(run.path / "summary.json", merged)
             print(json.dumps(merged, indent=2))
@@ -210,9 +223,14 @@ def main(argv=None) -> int:
                 raise ConfigError("ltlab table: give a results folder (e.g. experiments/results/cifar10_lt_if100) "
                                   "or --update-readme README.md")
             else:
-                flags = [f"--{k.replace('_', '-')}" for k in ("markdown", "runs_only") if getattr(args, k)]
+                flags = [f"--{k.replace('_', '-')}" for k in ("markdown", "runs_only", "ci") if getattr(args, k)]
                 bench = ["--benchmark", args.benchmark] if args.benchmark else []
                 print(leaderboard.render([args.benchmark_dir, *flags, *bench]), end="")
+        elif args.command == "compare":
+            from ltlab.reports.compare import compare_runs
+
+            res = compare_runs(args.run_a, args.run_b, n_resamples=args.resamples, seed=args.seed)
+            print(json.dumps(res, indent=2) if args.json else "\n".join(res["lines"]))
         elif args.command == "bench":
             if args.widgets:
                 from ltlab.interactive.widget_bench import main as bench_main

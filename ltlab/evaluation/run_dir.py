@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ltlab.evaluation.intervals import summary_fields
 from ltlab.evaluation.summary import summarize
 
 # the run directory's files that the training code writes and readers look for (docs: the run
@@ -45,6 +46,16 @@ def compute_summary(pred_dir: Path, epochs: int | None = None) -> dict:
     if epochs is not None:
         s["epochs"] = int(epochs)
     return s
+
+
+def interval_fields(pred_dir: Path, temperature: float | None = None, n_resamples: int = 1000) -> dict:
+    """``<metric>_ci: [lo, hi]`` of top-1, balanced accuracy, many / medium / few, ECE, ECE after
+    temperature scaling, AUROC and AURC (stratified bootstrap over the test images, seeded), and how
+    they were made. Kept apart from compute_summary: an interval is not a number that an archived
+    float16 copy must reproduce to its tolerance, and older runs have none (ltlab table --ci computes it)."""
+    test = read_predictions(Path(pred_dir) / "test.npz")
+    return summary_fields(test["logits"], test["labels"], test["train_counts"], n_resamples=n_resamples,
+                          temperature=temperature)
 
 
 # ---------------------------------------------------------------------------- reading runs

@@ -6,7 +6,8 @@ over seeds of top-1, many / medium / few, ECE, ECE after temperature scaling (fi
 val split), AUROC of MSP (correct vs wrong), the best evaluated epoch's test top-1 (picked on the
 test set, as many papers report it: for comparison with them only, never used to choose), epochs (a stage two's as 'stage one + own'),
 device (provenance.json), whether the numbers are recomputable (archived with predictions:
-archive.json), and the published top-1 with its source (ltlab/reports/published.py).
+archive.json), with --ci top-1's 95% interval (t over seeds where n >= 2, else a bootstrap over
+the test images, and the column says which), and the published top-1 with its source (ltlab/reports/published.py).
 
 The README holds such tables between markers; ``ltlab table --update-readme README.md``
 regenerates every one of them from its own command line, and tests/test_leaderboard.py fails
@@ -28,6 +29,8 @@ import pandas as pd
 import yaml
 
 from ltlab.config import ConfigError
+from ltlab.evaluation.intervals import bootstrap_cis, seed_summary
+from ltlab.evaluation.run_dir import read_predictions
 from ltlab.reports.published import PUBLISHED, published
 
 ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "lws", "tau_norm", "ncm", "la_posthoc",
@@ -35,6 +38,7 @@ ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "c
 PERCENT = ("top1", "many", "medium", "few", "ece", "ece_ts", "auroc_msp")   # all in %, one decimal
 COLUMNS = {"top1": "top-1", "many": "many", "medium": "medium", "few": "few", "ece": "ECE",
            "ece_ts": "ECE (TS)", "auroc_msp": "AUROC (MSP)"}
+CI_COLUMN = "top-1 95% CI"
 BEST_ON_TEST = "best-epoch top-1 (test-picked)"   # docs/results.md: the papers' protocol, not ours
 BLOCK = re.compile(r"(<!-- begin: (ltlab table [^>]*?) -->\n)(.*?)(<!-- end: ltlab table -->)", re.S)
 
@@ -88,7 +92,7 @@ def collect(bench_dir) -> dict[str, list[dict]]:
         summary = json.loads(f.read_text())
         out.setdefault(rel.parts[0] if rel.parts else root.name, []).append({
             "summary": summary, "config": cfg, "device": _device(f.parent), "epochs": _epochs(f.parent, summary),
-            "best_on_test": _best_on_test(f.parent),
+            "best_on_test": _best_on_test(f.parent), "path": f.parent,
             "archived": (f.parent / "archive.json").is_file()})
     return out
 
@@ -103,12 +107,27 @@ def _stat(values, scale: float, digits: int) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
+def _top1_ci(group: list[dict]) -> str:
+    """95% interval of top-1 (%): a t-interval over seeds where n >= 2, else the run's stratified
+    bootstrap over test images (summary.json's top1_ci, or computed from its predictions)."""
+    if len(group) >= 2:
+        st = seed_summary([r["summary"]["top1"] for r in group])
+        return f"[{100 * st['ci'][0]:.1f}, {100 * st['ci'][1]:.1f}] (t over {st['n']} seeds)"
+    ci = group[0]["summary"].get("top1_ci")
+    pred = group[0]["path"] / "predictions" / "test.npz"
+    if ci is None and pred.is_file():
+        test = read_predictions(pred)
+        ci = bootstrap_cis(test["logits"], test["labels"], test["train_counts"])["top1"]
+    return "n/a (n = 1, no predictions)" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (bootstrap, n = 1)"
+
+
 def _join(values) -> str:
     return ", ".join(dict.fromkeys(str(v) for v in values))
 
 
-def rows(bench_dir, benchmark: str | None = None, runs_only: bool = False) -> list[dict]:
-    """One dict per method, in ORDER then alphabetical; all recipes unless runs_only."""
+def rows(bench_dir, benchmark: str | None = None, runs_only: bool = False, ci: bool = False) -> list[dict]:
+    """One dict per method, in ORDER then alphabetical; all recipes unless runs_only; ci: the
+    column of top-1's 95% interval (CI_COLUMN)."""
     runs = collect(bench_dir)
     benchmark = benchmark or Path(bench_dir).name
     methods = list(runs) if runs_only else [*ORDER, *runs]
@@ -123,6 +142,8 @@ def rows(bench_dir, benchmark: str | None = None, runs_only: bool = False) -> li
         for key, name in COLUMNS.items():
             row[name] = _stat([r["summary"].get(key) for r in group], 100.0 if key in PERCENT else 1.0,
                               1 if key in PERCENT else 3) if group else "–"
+        if ci:
+            row[CI_COLUMN] = _top1_ci(group) if group else "–"
         # the papers' protocol, beside ours: max over evaluated epochs, picked on the test set
         row[BEST_ON_TEST] = _stat([r["best_on_test"] for r in group], 100.0, 1) if group else "–"
         row["epochs"] = _join(r["epochs"] for r in group) or "–"
@@ -155,8 +176,9 @@ def render(argv: list[str]) -> str:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--benchmark")
     p.add_argument("--runs-only", action="store_true")
+    p.add_argument("--ci", action="store_true")
     a = p.parse_args(argv)
-    t = rows(a.benchmark_dir, benchmark=a.benchmark, runs_only=a.runs_only)
+    t = rows(a.benchmark_dir, benchmark=a.benchmark, runs_only=a.runs_only, ci=a.ci)
     return markdown(t) if a.markdown else text(t)
 
 

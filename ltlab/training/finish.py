@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ltlab.evaluation.run_dir import compute_summary
+from ltlab.evaluation.run_dir import compute_summary, interval_fields
 from ltlab.io import atomic_savez, atomic_write_json
 from ltlab.models.inference import predict
 
@@ -37,6 +37,7 @@ def finish_run(model, recipe, cfg, data, run_dir: Path, *, amp_dtype=None, secon
     if not main:
         return None
     summary = compute_summary(pred_dir, epochs=cfg.epochs if recipe.trains else 0)  # post-hoc: no epochs ran
+    summary.update(interval_fields(pred_dir, summary.get("temperature")))
     metrics_csv = Path(run_dir) / "metrics.csv"
     train_seconds = float(pd.read_csv(metrics_csv)["seconds"].sum()) if metrics_csv.exists() else float(seconds)
     summary.update({
