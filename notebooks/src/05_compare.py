@@ -23,9 +23,11 @@ interactive = False     # True in live JupyterLab: a metric dropdown
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab.reports import analysis
 from ltlab import viz
+from ltlab.config import ConfigError
 from ltlab.interactive import widgets
+from ltlab.reports import analysis
+from ltlab.reports.compare import compare_runs
 
 runs, skipped = analysis.load_finished(run_dirs, skip_unfinished)
 if skipped:
@@ -45,6 +47,20 @@ if interactive:
     display(widgets.leaderboard_widget(board))
 else:
     widgets.show_view(widgets.leaderboard_view(board, "balanced_acc"))
+
+# %% [markdown]
+# ## Is a difference real? Paired comparisons on the same test images
+# Each run against the first (`ltlab compare A B`): A − B with a paired bootstrap interval over the
+# same test images and McNemar's exact test. "The interval covers 0" means this test set cannot
+# tell the two apart; a ± over seeds says nothing about that.
+
+# %%
+for r in runs[1:]:
+    print(f"A = {r.path}\nB = {runs[0].path}")
+    try:
+        print("\n".join(compare_runs(r.path, runs[0].path, n_resamples=1000)["lines"]) + "\n")
+    except ConfigError as e:   # not the same test images
+        print(f"not comparable image by image: {e}\n")
 
 # %% [markdown]
 # ## Shot groups side by side
