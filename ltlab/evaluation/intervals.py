@@ -10,7 +10,8 @@ by design, so class counts are not part of the sampling noise.
 
 Speed. A resample only repeats images, so a metric on a resample is the same metric on the
 original images with integer weights (how often each was drawn). All B resamples form a (B, N)
-count matrix W and every metric here is computed for all rows at once, exactly:
+count matrix W and every metric here is computed for all rows at once, exactly (the ECE bin
+sums in float32, to ~1e-7):
 
 * accuracies: per-class sums of W * correct (images are kept in class-sorted order, so a class is
   a contiguous run of columns and one ``np.add.reduceat`` gives all class sums);
@@ -23,8 +24,8 @@ count matrix W and every metric here is computed for all rows at once, exactly:
   order of the tied images), summed per block in closed form with harmonic numbers. With all
   weights 1 these are the plain definitions (sklearn's roc_auc_score; CRL's AURC).
 
-Resampling runs in fixed blocks of ``CHUNK`` rows from one seeded generator, so a seed gives the
-same resamples in :func:`stratified_bootstrap_indices`, :func:`bootstrap_cis` and
+Resampling runs in blocks of about ``CHUNK_ELEMENTS`` / N rows (bounding memory for any N) from
+one seeded generator, so a seed gives the same resamples in :func:`stratified_bootstrap_indices`, :func:`bootstrap_cis` and
 ``paired.paired_bootstrap``. Everything here is numpy/scipy on saved logits.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from scipy import stats
 METRICS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "ece_ts", "auroc", "aurc")
 GROUPS = ("many", "medium", "few")
 N_BINS = 15
-CHUNK = 250   # resamples per block: bounds memory to CHUNK x N per array, part of the seeding
+CHUNK_ELEMENTS = 2_500_000   # weights per block of resamples (250 rows at N = 10,000); part of the seeding
 
 
 # --------------------------------------------------------------------------- layout and resampling
@@ -73,7 +74,7 @@ class _Layout:
         self.n = y.size
 
     def position_chunks(self, n_resamples: int, seed: int, stratified: bool = True):
-        """(b, N) int32 sorted positions of each resample, CHUNK rows at a time. Stratified: column
+        """(b, N) int32 sorted positions of each resample, a block of rows at a time. Stratified: column
         j draws uniformly within j's class. One loop over distinct class sizes per block (balanced
         test sets have one size), because integers() with a scalar bound is 3x faster than with
         a per-column bound."""
@@ -83,8 +84,9 @@ class _Layout:
         size_of = np.repeat(self.sizes, self.sizes)
         start_of = np.repeat(self.starts, self.sizes).astype(np.int32)
         by_size = [(int(s), np.flatnonzero(size_of == s)) for s in np.unique(self.sizes)]
-        for lo in range(0, n_resamples, CHUNK):
-            b = min(CHUNK, n_resamples - lo)
+        rows = max(1, CHUNK_ELEMENTS // self.n)
+        for lo in range(0, n_resamples, rows):
+            b = min(rows, n_resamples - lo)
             if not stratified:
                 yield rng.integers(0, self.n, size=(b, self.n), dtype=np.int32)
                 continue
@@ -116,11 +118,13 @@ def stratified_bootstrap_indices(labels, n_resamples: int = 1000, seed: int = 0)
 
 # --------------------------------------------------------------------------- one run's quantities
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = z - z.max(axis=1, keepdims=True)
-    np.exp(e, out=e)
-    e /= e.sum(axis=1, keepdims=True)
-    return e
+def _softmax_inplace(z: np.ndarray) -> np.ndarray:
+    """Row softmax of a float64 array we own, overwriting it (an (N, C) copy is 400 MB at 50,000 x
+    1,000)."""
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
 
 
 def shot_groups(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
@@ -150,23 +154,24 @@ class _Run:
     """One run's per-image quantities in the layout's class-sorted order, computed once."""
 
     def __init__(self, logits, lay: _Layout, group_of_class=None, temperature=None):
-        z = np.asarray(logits, dtype=np.float64)
+        z = np.asarray(logits)
         if z.ndim != 2 or z.shape[0] != lay.n:
-            raise ValueError(f"logits must be (N={lay.n}, C), got shape {z.shape}")
+            raise ValueError(f"logits have shape {z.shape} but labels has {lay.n} entries: expected ({lay.n}, C)")
         if lay.classes[-1] >= z.shape[1]:
             raise ValueError(f"a label is >= the number of logit columns {z.shape[1]}")
         self.lay = lay
-        z = z[lay.order]
-        p = _softmax(z.copy())
-        pred = p.argmax(axis=1)
-        self.conf = p[np.arange(lay.n), pred]
-        self.correct = (pred == lay.y_sorted).astype(np.float64)
-        feats = [_bin_features(self.conf, self.correct)]
+        z = z[lay.order].astype(np.float64, copy=False)          # a fresh copy either way
         self.has_ts = temperature is not None
         if self.has_ts:
             if not temperature > 0:
                 raise ValueError(f"temperature must be > 0, got {temperature}")
-            conf_ts = _softmax(z / float(temperature)).max(axis=1)   # argmax, hence correct, unchanged
+            conf_ts = _softmax_inplace(z / float(temperature)).max(axis=1)   # argmax, hence correct, unchanged
+        p = _softmax_inplace(z)
+        pred = p.argmax(axis=1)
+        self.conf = p[np.arange(lay.n), pred]
+        self.correct = (pred == lay.y_sorted).astype(np.float64)
+        feats = [_bin_features(self.conf, self.correct)]
+        if self.has_ts:
             feats.append(_bin_features(conf_ts, self.correct))
         self.bin_feats = np.concatenate(feats, axis=1)
         self._feats32 = self.bin_feats.astype(np.float32)
@@ -179,7 +184,8 @@ class _Run:
                 self.group_cols[g] = cols if cols.size else None
         # MSP order, ascending, for AUROC / AURC
         self.score_order = np.argsort(self.conf, kind="stable")
-        self.pos_sorted = self.correct[self.score_order]
+        self.pos_int = self.correct[self.score_order].astype(np.int32)
+        self.neg_float = 1.0 - self.correct[self.score_order]
         self.blocks = _tie_starts(self.conf[self.score_order])
         self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, lay.n + 1))])
 
@@ -204,34 +210,55 @@ class _Run:
             out["ece"] = sums[:, :N_BINS].sum(axis=1) / n
             out["ece_ts"] = sums[:, N_BINS:].sum(axis=1) / n if self.has_ts else None
         if "auroc" in want or "aurc" in want:
-            out["auroc"], out["aurc"] = self._ranking(W[:, self.score_order].astype(np.float64))
+            # weights are counts (or ones): integer arithmetic keeps the pair counts exact
+            out["auroc"], out["aurc"] = self._ranking(np.take(W, self.score_order, axis=1).astype(np.int32))
         return {k: out[k] for k in want}
 
-    def _ranking(self, Ws: np.ndarray):
-        """Weighted AUROC (correct = positive) and AURC of the MSP, from weights in ascending-score
-        order. Both are exactly the plain metrics of the resampled test set, ties included."""
-        P = Ws * self.pos_sorted          # weight of correct images
-        Q = Ws - P                        # weight of wrong images
-        if self.blocks is not None:       # tie runs of distinct images become one block
+    def _ranking(self, Wi: np.ndarray):
+        """Weighted AUROC (correct = positive) and AURC of the MSP from integer weights in
+        ascending-score order: exactly the plain metrics of the resampled test set, ties included.
+
+        Block t (a run of equal scores) holds P_t correct and Q_t wrong images, m_t = P_t + Q_t,
+        K_t = m_1 + ... + m_t. One cumulative sum serves both metrics:
+
+        * AUROC numerator = sum_t P_t (wrong below t + Q_t / 2), and the wrong images below t are
+          K_{t-1} minus the correct ones below, whose total over t is the number of pairs of
+          correct images in different blocks, (n_pos^2 - sum_t P_t^2) / 2;
+        * AURC: by descending score, block t covers ranks k0+1..k (k = N - K_{t-1}, k0 = N - K_t) and
+          the expected error count at rank k0 + j is E0 + j r_t with r_t = Q_t / m_t, so
+          sum_k err(k)/k summed by parts is sum_t Q_t (H_N - H_k) - r_t k0 (H_k - H_k0) + Q_t with
+          harmonic numbers H.
+        """
+        P = Wi * self.pos_int
+        Q = Wi - P
+        if self.blocks is not None:
             P = np.add.reduceat(P, self.blocks, axis=1)
             Q = np.add.reduceat(Q, self.blocks, axis=1)
-        cq = np.cumsum(Q, axis=1)
-        n_pos, n_neg = P.sum(axis=1), cq[:, -1]
-        # a correct image beats every wrong one below its block and half of those tied with it
-        num = np.einsum("ij,ij->i", P, cq - 0.5 * Q)
+        m = P + Q
+        below = np.cumsum(m, axis=1)
+        total = below[:, -1].astype(np.int64)
+        below -= m                                          # images strictly below each block
+        n_pos = P.sum(axis=1, dtype=np.int64)
+        n_neg = total - n_pos
+        pairs = (n_pos * n_pos - np.einsum("ij,ij->i", P, P, dtype=np.int64)) / 2.0
+        num = np.einsum("ij,ij->i", P, below, dtype=np.int64) - pairs
+        if self.blocks is not None:
+            num = num + 0.5 * np.einsum("ij,ij->i", P, Q, dtype=np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             auroc = np.where((n_pos > 0) & (n_neg > 0), num / (n_pos * n_neg), np.nan)
-        # AURC: blocks by descending score; inside a block of size m with e errors the cumulative
-        # error count after k0 + j images is E0 + j e/m, so sum_k cum(k)/k has a closed form
-        m = (P + Q)[:, ::-1]
-        e = Q[:, ::-1]
-        K = np.cumsum(m, axis=1)
-        E = np.cumsum(e, axis=1)
-        K0, E0 = K - m, E - e
-        r = np.divide(e, m, out=np.zeros_like(e), where=m > 0)
+
         H = self.harmonic
-        area = (E0 - K0 * r) * (H[np.rint(K).astype(np.int64)] - H[np.rint(K0).astype(np.int64)]) + e
-        aurc = area.sum(axis=1) / K[:, -1]
+        k = total[:, None] - below                          # descending rank of each block's last image
+        Hk = H[k]
+        Hk0 = np.zeros_like(Hk)                             # k0 of block t is k of block t + 1
+        Hk0[:, :-1] = Hk[:, 1:]
+        if self.blocks is None:
+            r = self.neg_float                              # one image per block: r is 0 or 1
+        else:
+            r = np.divide(Q, m, out=np.zeros(Q.shape), where=m > 0)
+        t1 = np.einsum("ij,ij->i", Q, H[total][:, None] - Hk)
+        t2 = np.einsum("ij,ij->i", r * (k - m), Hk - Hk0)
+        aurc = (t1 - t2 + Q.sum(axis=1)) / total
         return auroc, aurc
 
 
