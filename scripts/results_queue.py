@@ -11,7 +11,7 @@ goes is carried to the next one by --save-carry (its checkpoint, about 4 MB, int
 committed) and restored by the next start; give it the same data_root and runs root as before.
 
 Same command again continues: finished runs are skipped, interrupted ones resume from their
-checkpoints (runs/<grid name>/), every finished run is archived into experiments/results/.
+checkpoints (~/ltlab-queue/runs by default), every finished run is archived into experiments/results/.
 The logic and its rules are in ltlab/reports/queue.py.
 """
 import argparse
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
                    help="time budget; running jobs stop at its end (default: none, the whole queue)")
     p.add_argument("--parallel", type=int, default=1,
                    help="training processes at once on the device (default 1: not measured on a GPU yet)")
-    p.add_argument("--runs-root", help="default runs/<grid name>")
+    p.add_argument("--runs-root", default=str(Path.home() / "ltlab-queue" / "runs"),
+                   help="run directories, outside the repository (default ~/ltlab-queue/runs)")
     p.add_argument("--out", default="experiments/results", help="archive root")
     p.add_argument("--benchmark", help="archive benchmark folder (default from the config)")
     p.add_argument("--epoch-seconds", type=float, default=1.0,
@@ -47,10 +48,7 @@ def main(argv=None) -> int:
                    help="print every run: done / training (epoch x of N, s/epoch, estimated finish) / queued")
     a = p.parse_args(argv)
     try:
-        from ltlab.reports.batch import load_experiments
-
-        name = load_experiments(a.experiments)["name"]
-        root = Path(a.runs_root or Path("runs") / name)
+        root = Path(a.runs_root)
         jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
         if a.save_carry:
             print("carried:", ", ".join(grid_runner.save_carry(jobs, a.carry)) or "nothing")
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
         if a.status:
             running, known = grid_runner.running_run_dirs(), archive.archived_sources(a.out)
             for j in jobs:
-                print(grid_runner.format_status(grid_runner.job_status(j, running, known)))
+                print(grid_runner.format_status(grid_runner.job_status(j, running, known, out_root=a.out)))
             return 0
         if a.dry_run:
             for j in jobs:

@@ -192,3 +192,17 @@ def test_carry_moves_unfinished_runs_to_a_new_machine(grid):
     assert grid_runner.restore_carry(fresh, tmp / "carry") == []                 # never over existing state
     (long.run_dir / "summary.json").write_text("{}")                             # it finished: carry emptied
     assert grid_runner.save_carry(jobs, tmp / "carry") == [] and not (tmp / "carry" / "long_seed-0").exists()
+
+
+def test_a_run_archived_on_an_earlier_machine_is_done_not_retrained(grid):
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    ce = jobs[0]
+    copy = tmp / "results" / "demo_if100" / "ce" / "seed0"
+    copy.mkdir(parents=True)
+    (copy / "summary.json").write_text("{}")
+    assert grid_runner.archived_copy(ce, tmp / "results") == copy
+    assert grid_runner.job_status(ce, set(), set(), out_root=tmp / "results")["state"] == "done"
+    assert grid_runner.job_status(ce, set(), set())["state"] == "queued"   # without the archive: not known
+    runner = _runner(tmp, jobs[:1], 1, lambda job: pytest.fail("retrained an archived run"), guess=0.1)
+    assert runner.run()["ce_seed-0"]["state"] == "finished"

@@ -1,17 +1,6 @@
 """Test-time label shift: accuracy on shifted test subsets with and without the test prior.
 
-The subsets themselves (which images) are ltlab.data.shift_subsets. Protocol (methods.md §4; BalPoE ``test_all_cifar.py``, which reuses SADE's
-``IMBALANCECIFAR100(train=False, imb_factor=1/R, reverse=...)``): the balanced test set is
-subsampled with the training set's exponential profile. 'forwardR' keeps
-n_i = int(n (1/R)^(i/(C-1))) images of class i (head = class 0, as in training),
-'backwardR' uses the exponent (C-1-i)/(C-1) (the order reversed), 'uniform' keeps all.
-Which images are kept follows the LDAM/SADE code: one RandomState(seed), and for each class
-in label order a shuffle of its indices, the first n_i kept. CIFAR-100 forward50 keeps
-2,486 images, forward2 7,166.
-
-The large benchmarks ship the subsets as list files instead (``../shared/data/splits``:
-``ImageNet_LT_forward50.txt.gz`` ...); :func:`list_shift_subsets` maps them to positions in
-the test split by relative path.
+The subsets themselves (which images, and the protocol that picks them) are ltlab.data.shift_subsets.
 
 EM estimates the prior from calibrated posteriors (ltlab.evaluation.calibrated_em: BCTS on the val split by
 default); an estimate that hit the iteration cap or collapsed is flagged in ``em_status`` and its

@@ -134,7 +134,16 @@ def running_run_dirs(proc=Path("/proc")) -> set[str]:
     return out
 
 
-def job_status(job: Job, running: set[str], known: set[str], now: float | None = None) -> dict:
+def archived_copy(job: Job, out) -> Path | None:
+    """The job's run in the results archive (committed, so it outlives the machine that trained it)."""
+    try:
+        d = archive.destination(out, job.config)
+    except archive.ArchiveError:      # a dataset that names no benchmark: only the local run counts
+        return None
+    return d if is_finished(d) else None
+
+
+def job_status(job: Job, running: set[str], known: set[str], now: float | None = None, out_root=None) -> dict:
     """done / training (epoch x of N, seconds an epoch, estimated finish) / interrupted / queued."""
     now = time.time() if now is None else now
     done = sum(epochs_done(d) for d in run_dirs(job))
@@ -142,6 +151,8 @@ def job_status(job: Job, running: set[str], known: set[str], now: float | None =
     if is_finished(job.run_dir):
         archived = str(job.run_dir.resolve()) in known
         return {**out, "state": "done", "note": "archived" if archived else "finished, not archived yet"}
+    if out_root is not None and archived_copy(job, out_root) is not None:
+        return {**out, "epochs_done": job.epochs, "state": "done", "note": f"archived in {archived_copy(job, out_root)}"}
     current = next((d for d in run_dirs(job) if not is_finished(d)), job.run_dir)
     secs = None
     if (current / "metrics.csv").is_file():
@@ -288,6 +299,8 @@ class Runner:
             if is_finished(job.run_dir):
                 job.state = "finished"
                 self._archive(job)
+            elif archived_copy(job, self.out) is not None:   # trained on an earlier machine
+                job.state, job.note = "finished", "archived earlier"
         running: list[Job] = []
         while True:
             while len(running) < self.parallel and (job := self._next()) is not None:
