@@ -177,6 +177,9 @@ def main(argv=None) -> int:
             run_dir = fit(cfg, resume=args.resume, restart=args.restart, force=args.force)
             from ltlab.io import is_main
             if is_main():   # under torchrun, one line, not one per process
+                from ltlab.evaluation.health import check_run
+                for line in check_run(run_dir):
+                    print(f"ltlab: warning: {line}", file=sys.stderr)
                 print(run_dir)
         elif args.command == "eval":
             from ltlab.evaluation.run_dir import compute_summary, interval_fields, load_run

@@ -7,6 +7,7 @@ from ltlab.config.errors import ConfigError
 from ltlab.config.schema import (
                                  AMP,
                                  DATASETS,
+                                 DEMO_DEFAULTS,
                                  DEVICES,
                                  FIELDS,
                                  PROFILES,
@@ -22,6 +23,6 @@ from ltlab.config.schema import (
                                  validate_fields,
 )
 
-__all__ = ["ConfigError", "RunConfig", "FIELDS", "TYPES", "DATASETS", "DEVICES", "SCHEDULES", "PROFILES", "AMP",
+__all__ = ["ConfigError", "RunConfig", "FIELDS", "TYPES", "DATASETS", "DEMO_DEFAULTS", "DEVICES", "SCHEDULES", "PROFILES", "AMP",
            "VAL_SPLITS", "check_choice", "coerce_value", "load_yaml", "parse_override", "unknown_key",
            "validate_fields"]

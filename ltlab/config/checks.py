@@ -107,6 +107,7 @@ IGNORED = (
     ("test_list", lambda c: c.dataset not in LISTS, "split lists apply to imagenet_lt, places_lt, inat18, list"),
     ("img_size", lambda c: c.dataset in SMALL, "small datasets keep their own image size (32 px for CIFAR)"),
     ("num_workers", lambda c: c.dataset in SMALL, "small datasets are loaded on the device, without workers"),
+    ("warmup_min_steps", lambda c: c.warmup_epochs == 0, "there is no warm-up to lengthen (warmup_epochs 0)"),
     ("milestones", lambda c: c.schedule != "multistep", "milestones apply to schedule multistep only"),
     ("lr_gamma", lambda c: c.schedule != "multistep", "lr_gamma applies to schedule multistep only"),
     ("weights", lambda c: bool(c.stage1_run), "a stage-two run starts from its stage one's weights"),
@@ -123,4 +124,8 @@ IGNORED_EXTRA = (
     ("mislas_las_power", lambda c, x: x.get("mislas_las_shape", "concave") != "exp",
      "it is the power of mislas_las_shape exp only"),
     ("mislas_stage1", lambda c, x: bool(c.stage1_run), "stage1_run names a finished stage one"),
+    ("la_tau", lambda c, x: c.method == "la_posthoc" and x.get("la_tau_from", "val") != "fixed",
+     "method la_posthoc uses it with la_tau_from fixed only (val chooses tau on the validation split)"),
+    ("drw_beta", lambda c, x: c.method == "ldam_drw" and x.get("drw_epoch", 160) >= c.epochs,
+     "the re-weighting starts after drw_epoch, which this run never passes (drw_epoch >= epochs)"),
 )

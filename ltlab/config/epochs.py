@@ -4,7 +4,7 @@ A recipe states its schedule for its paper length (LDAM-DRW: 200 epochs, warm-up
 after epochs 160 and 180, DRW from epoch 161). A user who shortens the run with ``epochs`` and
 gives no milestones gets the same shape compressed: every epoch-indexed knob the user did not set
 (``warmup_epochs``, ``milestones`` and a recipe's ``epoch_extra_keys`` such as ``drw_epoch``) is
-multiplied by ``epochs / paper_epochs`` and rounded half up; a milestone lands in [1, epochs - 1]
+multiplied by ``epochs / paper_epochs`` and rounded half up (a warm-up to at least one epoch); a milestone lands in [1, epochs - 1]
 so the decay still happens (several may share an epoch in very short runs). Explicit values are
 honoured and checked: a milestone at or after the last epoch, or a warm-up longer than the run,
 cannot happen and is refused.
@@ -43,7 +43,8 @@ def follow_epochs(merged: dict, user: dict, paper_epochs: int, epoch_extra: dict
     if "milestones" not in user and isinstance(milestones, list) and multistep:
         out["milestones"] = scale_milestones(milestones, epochs, paper_epochs)
     if "warmup_epochs" not in user and isinstance(warmup, int):
-        out["warmup_epochs"] = min(epochs, scale_epoch(warmup, epochs, paper_epochs))
+        # at least one epoch when the recipe warms up: its step floor (warmup_min_steps) then sets the ramp
+        out["warmup_epochs"] = min(epochs, max(1 if warmup > 0 else 0, scale_epoch(warmup, epochs, paper_epochs)))
     user_extra = user.get("extra") or {}
     extra = dict(out.get("extra") or {})
     for key, default in epoch_extra.items():

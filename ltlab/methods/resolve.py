@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltlab.config import (  # noqa: F401
+    DEMO_DEFAULTS,
     FIELDS,
     TYPES,
     ConfigError,
@@ -52,6 +53,7 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
     if method not in METHODS:
         raise ConfigError(f"config key 'method' = {method!r}: allowed values are {', '.join(METHODS)}")
     recipe = METHODS[method]
+    user = demo_defaults(user, recipe)
     merged = dict(recipe.defaults(user))
     paper_epochs = merged.get("epochs", FIELDS["epochs"].default)
     user_extra = user.pop("extra", None)
@@ -77,6 +79,19 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
     return cfg
 
 
+
+
+def demo_defaults(user: dict, recipe) -> dict:
+    """A demo run's unset model and length (ltlab.config.schema.DEMO_DEFAULTS), as if the user had
+    typed them, so the recipe's schedule is compressed to them. A stage-two run on a stage one
+    keeps its stage one's model and its own length; a post-hoc run trains no epochs."""
+    if user.get("dataset", FIELDS["dataset"].default) != "demo" or user.get("stage1_run"):
+        return user
+    out = dict(user)
+    out.setdefault("model", DEMO_DEFAULTS["model"])
+    if recipe.trains:
+        out.setdefault("epochs", DEMO_DEFAULTS["epochs"])
+    return out
 
 
 def load(path=None, overrides=()) -> RunConfig:

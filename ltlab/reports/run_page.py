@@ -10,15 +10,17 @@ import html
 import json
 from pathlib import Path
 
+from ltlab.evaluation.health import check_run
 from ltlab.evaluation.run_dir import PROVENANCE_FILE
 
 # summary.json key -> label; fractions shown in percent
 KEY_NUMBERS = {"top1": "top-1", "balanced_acc": "balanced", "many": "many", "medium": "medium", "few": "few",
                "ece": "ECE", "ece_ts": "ECE after TS", "auroc_msp": "AUROC (MSP)"}
+CI_KEY = {"auroc_msp": "auroc"}   # summary.json names the MSP failure AUROC's interval auroc_ci
 
 CSS = """<style>.ltlab-head table{border-collapse:collapse;margin:0.3em 0 0.8em}
 .ltlab-head td,.ltlab-head th{border:1px solid #ccc;padding:3px 9px;text-align:right}
-.ltlab-head th{background:#f3f3f3} .ltlab-head td.l,.ltlab-head th.l{text-align:left}
+.ltlab-head th{background:#f3f3f3} .ltlab-head p.warn{background:#fff3cd;border:1px solid #e0a800;padding:4px 8px} .ltlab-head td.l,.ltlab-head th.l{text-align:left}
 .ltlab-head code{white-space:pre-wrap} details.ltlab summary{cursor:pointer;font-weight:bold}</style>"""
 
 
@@ -37,6 +39,11 @@ class HTML:
 
 def percent(v) -> str:
     return "n/a" if v is None else f"{100 * float(v):.1f}"
+
+
+def interval(ci) -> str:
+    """' [65.0, 66.7]' (percent) for a summary's [lo, hi], '' when the run has none."""
+    return "" if not ci else f" <small>[{percent(ci[0])}, {percent(ci[1])}]</small>"
 
 
 def minutes(seconds) -> str:
@@ -97,7 +104,12 @@ def header(run_dir) -> HTML:
     f = run_dir / PROVENANCE_FILE
     prov = json.loads(f.read_text()) if f.is_file() else {}
     head = "".join(f"<th>{html.escape(v)}</th>" for v in KEY_NUMBERS.values())
-    cells = "".join(f"<td>{percent(summary.get(k))}</td>" for k in KEY_NUMBERS)
+    cells = "".join(f"<td>{percent(summary.get(k))}{interval(summary.get(CI_KEY.get(k, k) + '_ci'))}</td>"
+                    for k in KEY_NUMBERS)
+    ci = (f" Brackets: {100 * summary['ci_level']:g}% interval, {summary.get('ci_method', 'bootstrap')} "
+          f"({summary.get('ci_resamples')} resamples)." if summary.get("ci_level") else "")
+    found = check_run(run_dir) if (run_dir / "predictions" / "test.npz").is_file() else []
+    warnings = "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in found)
     t = summary.get("temperature")
     note = f"; TS: temperature {t:.3g} fitted on the validation split" if t is not None else ""
     note += posthoc_knob(run_dir)
@@ -105,7 +117,7 @@ def header(run_dir) -> HTML:
                         for k, v in provenance_rows(prov))
     title = f"{prov.get('method') or ''} on {prov.get('dataset') or ''}, seed {prov.get('seed')}" if prov else run_dir.name
     return HTML(f"""{CSS}<div class="ltlab-head"><h2>{html.escape(title)}</h2>
-<p>Test split, last epoch, in percent{html.escape(note)}.</p>
+{warnings}<p>Test split, last epoch, in percent{html.escape(note)}.{html.escape(ci)}</p>
 <table><tr>{head}</tr><tr>{cells}</tr></table>
 <table>{prov_rows}</table><p>Run directory: <code>{html.escape(str(run_dir))}</code></p></div>""")
 

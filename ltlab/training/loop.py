@@ -39,7 +39,7 @@ from ltlab.models.inference import autocast_dtype
 from ltlab.training import distributed as D
 from ltlab.training import provenance, schedule
 from ltlab.training.finish import finish_run
-from ltlab.training.schedule import lr_at
+from ltlab.training.schedule import lr_at_step, warmup_steps
 from ltlab.training.tblog import EpochLog
 
 
@@ -69,14 +69,20 @@ def epoch_rng(seed: int, epoch: int) -> np.random.RandomState:
 
 
 # ---------------------------------------------------------------------------- one epoch
+def set_lr(optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
 def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, mixup_alpha=0.0,
-                    amp_dtype=None, progress=False):
+                    amp_dtype=None, progress=False, lr_of_step=None):
     """One pass over the loader. Returns (mean loss, index of the first non-finite step or -1).
 
     ``loader`` yields ``(x, y)`` batches, one optimizer step each, or is a
     distributed.StepBatches whose steps are lists of weighted micro-batches (several
     processes and/or gradient accumulation). Loss and the non-finite flag stay on the device
-    until the epoch ends: no host synchronisation inside the step.
+    until the epoch ends: no host synchronisation inside the step. ``lr_of_step(step)``, when
+    given, sets each group's lr (times its lr_scale) before each step: a per-step warm-up.
     """
     steps = loader if isinstance(loader, D.StepBatches) else D.StepBatches(loader)
     model.train()
@@ -91,6 +97,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, recipe, *, epoch, seed, m
     n_steps = 0
     bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, mininterval=2, **_quiet(progress))
     for step, micro in enumerate(bar):
+        if lr_of_step is not None:
+            set_lr(optimizer, lr_of_step(step))
         optimizer.zero_grad(set_to_none=True)
         for j, (x, y, w) in enumerate(micro):
             # gradients are all-reduced once per optimizer step, in the last micro-batch's backward
@@ -300,6 +308,8 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
                                   rotate=recipe.rotation_degrees(cfg))
     test_loader = D.eval_loader(data, "test", ctx)
     amp_dtype = autocast_dtype(cfg, device)
+    steps_per_epoch = len(train_steps)
+    ramp = warmup_steps(cfg, steps_per_epoch)   # 0: the per-epoch staircase of the papers
     compiled = resolve_compile(cfg.compile, device, len(train_steps) * cfg.epochs,
                                distributed=ctx.distributed) if recipe.trains else "off"
 
@@ -328,7 +338,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
         metrics_path.unlink(missing_ok=True)
     cfg.save(run_dir / "config.yaml")
     if ctx.main:
-        provenance.start(run_dir, cfg, device, schedule.resolved(cfg, recipe), world)
+        provenance.start(run_dir, cfg, device, schedule.resolved(cfg, recipe, steps_per_epoch), world)
 
     # What one optimizer step is, logged with every epoch: recipes are stated for a global
     # batch, and a run on fewer GPUs must say how it got there (RIDE#34, SADE#8).
@@ -339,7 +349,7 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
               f"lr {cfg.lr:g}, compile {compiled}"
               + (f" ({torch.distributed.get_backend()}, sync_bn {cfg.sync_bn})" if ctx.distributed else ""))
         if recipe.trains:
-            D.log(f"ltlab: {schedule.describe(cfg, recipe)}")
+            D.log(f"ltlab: {schedule.describe(cfg, recipe, steps_per_epoch)}")
 
     step_model = compile_model(D.wrap(model, ctx), compiled)
     curves = EpochLog(run_dir, enabled=ctx.main)   # TensorBoard, replayed from metrics.csv
@@ -350,11 +360,13 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
                initial=start_epoch - 1, total=last_epoch, mininterval=5)
     for epoch in bar:
         t0 = time.time()
-        lr = lr_at(cfg, epoch)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        loss, bad = train_one_epoch(step_model, train_steps, loss_fn, optimizer, recipe, epoch=epoch, seed=cfg.seed,
-                                    mixup_alpha=cfg.mixup_alpha, amp_dtype=amp_dtype, progress=show)
+        per_step = ramp and (epoch - 1) * steps_per_epoch < ramp
+        lr = lr_at_step(cfg, epoch, steps_per_epoch - 1, steps_per_epoch)   # logged: the epoch's last step's
+        set_lr(optimizer, lr)
+        loss, bad = train_one_epoch(
+            step_model, train_steps, loss_fn, optimizer, recipe, epoch=epoch, seed=cfg.seed,
+            mixup_alpha=cfg.mixup_alpha, amp_dtype=amp_dtype, progress=show,
+            lr_of_step=(lambda step, e=epoch: lr_at_step(cfg, e, step, steps_per_epoch)) if per_step else None)
         if bad >= 0 or not math.isfinite(loss):
             raise RunError(f"loss became non-finite at epoch {epoch}, step {max(bad, 0)} (lr {lr:g}); "
                            f"the last good checkpoint (epoch {epoch - 1}) is kept in '{ckpt_path}'")
