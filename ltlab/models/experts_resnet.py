@@ -83,10 +83,12 @@ class ExpertResNet(MultiExpert):
 
 
 def build_expert_model(name: str, num_classes: int, experts: int = 3, scale: float = 30.0) -> nn.Module:
-    """BalPoE's multi-expert network for ``cfg.model``: the CIFAR ResNet-32 or a torchvision ResNet."""
-    if name == "resnet32":
-        return ExpertResNetCifar(num_classes, experts=experts, scale=scale)
+    """BalPoE's multi-expert network for ``cfg.model``: a CIFAR ResNet (32 as in the paper; 20 and 8,
+    the same split with fewer blocks a stage, for the demo set) or a torchvision ResNet."""
+    if name in CIFAR_BLOCKS:
+        return ExpertResNetCifar(num_classes, experts=experts, blocks=CIFAR_BLOCKS[name], scale=scale)
     return ExpertResNet(name, num_classes, experts=experts, scale=scale)
 
 
-EXPERT_MODELS = ("resnet32",) + ARCHS
+CIFAR_BLOCKS = {"resnet32": (5, 5, 5), "resnet20": (3, 3, 3), "resnet8": (1, 1, 1)}   # blocks a stage
+EXPERT_MODELS = tuple(CIFAR_BLOCKS) + ARCHS
