@@ -110,7 +110,7 @@ def test_status_flags():
 
 def test_calibration_inputs_are_checked():
     zv, yv, _, _ = _case(scale=1.0, val_per_class=5)
-    with pytest.raises(ValueError, match="expected one of bcts, ts, none"):
+    with pytest.raises(ValueError, match="expected one of auto, ts, bcts, bcts_l2, none"):
         CE.fit_calibration("platt", zv, yv, COUNTS)
     with pytest.raises(ValueError, match="needs a validation split"):
         CE.fit_calibration("bcts", model_prior=COUNTS)

@@ -2,9 +2,10 @@
 
 The subsets themselves (which images, and the protocol that picks them) are ltlab.data.shift_subsets.
 
-EM estimates the prior from calibrated posteriors (ltlab.evaluation.calibrated_em: BCTS on the val split by
-default); an estimate that hit the iteration cap or collapsed is flagged in ``em_status`` and its
-accuracy columns are left empty rather than shown as a result.
+EM estimates the prior from calibrated posteriors (ltlab.evaluation.calibrated_em; :func:`run_calibration`
+fits one on a run's val split, by default 'auto': ts, bcts or a regularised bcts, whichever has the
+lowest cross-validated NLL there); an estimate that hit the iteration cap or collapsed is flagged in
+``em_status`` and its accuracy columns are left empty rather than shown as a result.
 
 Everything here is numpy on saved logits, so one run gives the whole table in seconds.
 """
@@ -66,6 +67,22 @@ def model_prior_counts(config: dict, train_counts, pred: dict | None = None) -> 
     return np.maximum(n, 1.0) ** power   # a zero count would make pi^power undefined for power < 0
 
 
+def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None, method: str = "auto",
+                    source_counts=None) -> CE.Calibration:
+    """The calibration EM works on for one run: ``method`` (calibrated_em.CALIBRATIONS; default
+    auto) fitted on the run's val predictions, with the prior its logits encode
+    (:func:`model_prior_counts`, or ``source_counts``). Without a val split only 'none' is
+    possible, and asking for another is an error, never a silent 'none'."""
+    src = model_prior_counts(config, test_pred["train_counts"], test_pred) if source_counts is None \
+        else np.asarray(source_counts, dtype=np.float64)
+    if method == "none":
+        return CE.fit_calibration("none", model_prior=src)
+    if val_pred is None:
+        raise ValueError(f"EM calibration {method!r} needs the run's val split and it has none: "
+                         "choose calibration 'none' (EM on the raw logits)")
+    return CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
+
+
 # -------------------------------------------------------------------------- table
 
 def _accuracy_row(pred, y, c, train_counts, prefix: str) -> dict:
@@ -113,7 +130,7 @@ def em_columns(logits, labels, train_counts, calibration: CE.Calibration):
     cols["em_tv"] = CE.total_variation(res.prior, np.bincount(y, minlength=c) / max(len(y), 1))
     cols["em_iter"] = res.n_iter
     cols["em_status"] = res.status
-    cols["em_calibration"] = calibration.method
+    cols["em_calibration"] = calibration.label
     return cols, res
 
 
@@ -126,9 +143,10 @@ def shift_table(logits, labels, train_counts, shifts=SHIFTS, seed: int = 0, sour
     (per-class mean by training counts, NaN where the group is absent), em_tv, em_iter,
     em_status, em_calibration. ``subsets`` ({name: indices}, e.g. from list_shift_subsets)
     replaces the CIFAR-style subsets; ``source_counts`` is the prior the logits encode
-    (default: train_counts; see model_prior_counts); ``calibration`` (calibrated_em.fit_calibration
-    on the val split) gives the posteriors EM works on and leaves the other columns unchanged;
-    without it EM runs on the raw logits and em_calibration says 'none'.
+    (default: train_counts; see model_prior_counts); ``calibration`` (:func:`run_calibration`, or
+    calibrated_em.fit_calibration on the val split) gives the posteriors EM works on and leaves the
+    other columns unchanged; without it (the table needs no val split) EM runs on the raw logits
+    and em_calibration says 'none'.
     """
     f = np.asarray(logits)
     y = np.asarray(labels).astype(np.int64).ravel()

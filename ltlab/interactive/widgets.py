@@ -179,10 +179,10 @@ def source_counts(run, source: str = "auto") -> np.ndarray:
     raise ValueError(f"source prior {source!r}: expected auto, train or uniform")
 
 
-def em_calibration(run, method: str = "bcts", source: str = "auto") -> calibrated_em.Calibration:
-    """The calibration EM works on (calibrated_em.fit_calibration: bcts, ts or none), fitted on
-    the run's val split; ``source`` is the prior the raw logits encode (see source_counts).
-    A run without a val split gets an error for bcts and ts, never a silent 'none'."""
+def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrated_em.Calibration:
+    """The calibration EM works on (calibrated_em.fit_calibration: auto, ts, bcts, bcts_l2 or none),
+    fitted on the run's val split; ``source`` is the prior the raw logits encode (see source_counts).
+    A run without a val split gets an error for any calibration but 'none', never a silent 'none'."""
     src = source_counts(run, source)
     if method == "none":
         return calibrated_em.fit_calibration("none", model_prior=src)
@@ -199,7 +199,7 @@ def _fitted_calibration(run_dir: str, mtime_ns: int, method: str, src: tuple) ->
     return calibrated_em.fit_calibration(method, val["logits"], val["labels"], np.asarray(src))
 
 
-def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
+def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "auto",
                seed: int = 0, subsets: dict | None = None, into: Figure | None = None):
     """One test distribution: its true class prior, the EM estimate (from the posteriors
     calibrated on val by ``calibration``, see em_calibration; no test labels) and the source
@@ -410,7 +410,7 @@ def logit_adjust_widget(run, tau: float = 1.0):
     return _panel(InPlace(logit_adjust_view), run, {"tau": _slider("logit adjustment τ", tau, -1.0, 3.0, 0.05)})
 
 
-def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "bcts",
+def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "auto",
                  subsets: dict | None = None):
     import ipywidgets as w
 

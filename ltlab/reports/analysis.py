@@ -230,17 +230,29 @@ def reliability_compare(groups: dict, n_bins: int = 15, max_panels: int = 8) -> 
     return fig
 
 
-def shift_compare(groups: dict, variants=("none", "known"), em: bool = False) -> pd.DataFrame:
+def _val_predictions(run):
+    try:
+        return run.predictions("val")
+    except FileNotFoundError:
+        return None
+
+
+def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
+                  em_calibration: str = "auto") -> pd.DataFrame:
     """Accuracy across the CIFAR-style test distributions, mean over each group's seeds:
     rows = SHIFTS, one column per (group, variant). Each run's own source prior is used
-    (shift.model_prior_counts). Needs class-balanced test splits (CIFAR, demo)."""
+    (shift.model_prior_counts). Needs class-balanced test splits (CIFAR, demo). With ``em``
+    (add "em" to ``variants`` to show it), EM works on each run's posteriors calibrated on its val
+    split by ``em_calibration`` (shift.run_calibration: 'auto' chooses by cross-validated NLL)."""
     cols = {}
     for label, group in groups.items():
         tables = []
         for r in group:
             p = r.predictions("test")
             src = shift.model_prior_counts(r.config, p["train_counts"], p)
-            tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src, em=em))
+            cal = shift.run_calibration(r.config, p, _val_predictions(r), em_calibration, src) if em else None
+            tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src,
+                                            calibration=cal, em=em))
         mean = sum(t[list(variants)] for t in tables) / len(tables)
         for v in variants:
             cols[f"{label} ({v})" if len(variants) > 1 else label] = mean[v]
