@@ -5,9 +5,9 @@ has 20 a class, and C free biases fitted on them can cost more than they correct
 CE run, EM's error was larger with BCTS than with temperature scaling alone). Rather than fixing
 one calibration, ``auto`` lets the run's own val split choose among
 
-* ``ts``: T only (calibrated_em: importance-weighted NLL, source prior the model prior pi);
+* ``ts``: T only (importance-weighted NLL, source prior the model prior pi);
 * ``bcts``: T and C free biases (source prior the val prior);
-* ``bcts_l2``: T and C biases shrunk to 0 by a Gaussian prior (calibrated_em.fit_bcts_l2),
+* ``bcts_l2``: T and C biases shrunk to 0 by a Gaussian prior (calibration_fit.fit_bcts_l2),
 
 by stratified K-fold cross-validation (Stone 1974; stratified, Kohavi 1995), repeated over
 ``n_repeats`` seeded splits to lower the variance of the estimate.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import calibration_fit as CF
 from ltlab.evaluation import metrics as M
 from ltlab.evaluation import posthoc
 
@@ -57,7 +57,7 @@ def stratified_folds(labels, n_folds: int = N_FOLDS, seed: int = 0) -> np.ndarra
     return fold
 
 
-def heldout_nll(calibration: CE.Calibration, logits, labels, val_prior) -> np.ndarray:
+def heldout_nll(calibration: CF.Calibration, logits, labels, val_prior) -> np.ndarray:
     """Per-image -log p_q(y | x): the calibrated posterior moved from its source prior to
     ``val_prior`` (the prior EM's model would use if it knew the val prior)."""
     f = np.asarray(logits, dtype=np.float64)
@@ -67,17 +67,17 @@ def heldout_nll(calibration: CE.Calibration, logits, labels, val_prior) -> np.nd
     return -M.log_softmax(z)[np.arange(y.size), y]
 
 
-def _fit_on(method, f, y, model_prior, val_prior, bias_sigma) -> CE.Calibration:
+def _fit_on(method, f, y, model_prior, val_prior, bias_sigma) -> CF.Calibration:
     if method == "bcts_l2":
         # the fold's biases move the posteriors to the split's val prior, as in the score
         pi = posthoc.class_prior(model_prior)
-        t, b, nll = CE.fit_bcts_l2(f, y, pi, bias_sigma, val_prior=val_prior)
-        return CE.Calibration("bcts_l2", t, b, pi, nll)
-    return CE.fit_calibration(method, f, y, model_prior)
+        t, b, nll = CF.fit_bcts_l2(f, y, pi, bias_sigma, val_prior=val_prior)
+        return CF.Calibration("bcts_l2", t, b, pi, nll)
+    return CF.fit_method(method, f, y, model_prior)
 
 
 def cv_nll(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: int = N_FOLDS,
-           n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CE.BIAS_SIGMA) -> dict:
+           n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA) -> dict:
     """{candidate: (n_repeats, N) held-out NLL of every val image in every repeat}; repeat r uses
     the folds of seed ``seed + r``."""
     f = np.asarray(val_logits, dtype=np.float64)
@@ -96,7 +96,7 @@ def cv_nll(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: 
 
 
 def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: int = N_FOLDS,
-                       n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CE.BIAS_SIGMA) -> CE.Calibration:
+                       n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA) -> CF.Calibration:
     """The candidate with the lowest cross-validated NLL (module docstring), refitted on the whole
     val split, with the evidence in ``info``. ``model_prior``: the prior the raw logits encode
     (shift.model_prior_counts).
@@ -114,9 +114,9 @@ def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATE
     y = np.asarray(val_labels).astype(np.int64).ravel()
     if f.ndim != 2 or f.shape[0] != y.size:
         raise ValueError(f"val logits {f.shape} and labels ({y.size},) do not match")
-    unknown = [m for m in candidates if m not in CE.FITTED]
+    unknown = [m for m in candidates if m not in CF.FITTED]
     if unknown or not candidates:
-        raise ValueError(f"candidates {unknown or '()'}: choose among {', '.join(CE.FITTED)}")
+        raise ValueError(f"candidates {unknown or '()'}: choose among {', '.join(CF.FITTED)}")
     counts = np.bincount(y, minlength=f.shape[1])
     fewest = int(counts.min())
     excluded = []
@@ -136,10 +136,10 @@ def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATE
     # the SE of a mean over images: the repeats reuse the same images, so average them first
     se = {m: float(v.mean(axis=0).std(ddof=1) / np.sqrt(y.size)) for m, v in losses.items()}
     best = min(order, key=lambda m: (round(mean[m], 12), order.index(m)))
-    chosen = CE.fit_calibration(best, f, y, model_prior, bias_sigma=bias_sigma)
+    chosen = CF.fit_method(best, f, y, model_prior, bias_sigma)
     info = dict(chosen.info, selected_by="cross-validated NLL", cv_nll=mean, cv_se=se, n_folds=k,
                 n_repeats=n_repeats, seed=seed, n_val=int(y.size), excluded=excluded)
     if "bcts_l2" in order:
         info["bias_sigma"] = float(bias_sigma)
-    return CE.Calibration(chosen.method, chosen.temperature, chosen.bias, chosen.source_prior,
+    return CF.Calibration(chosen.method, chosen.temperature, chosen.bias, chosen.source_prior,
                           chosen.val_nll, info)
