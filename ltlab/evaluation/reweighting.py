@@ -196,3 +196,24 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
             rows.append(dict(estimator=e, target=name, estimate=None if np.isnan(est) else est,
                              ci_lo=None if ci is None else ci[0], ci_hi=None if ci is None else ci[1]))
     return rows
+
+
+def draw_shifted_sample(labels, sample_prior, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` images drawn i.i.d. from a label-shifted copy of a labelled set: a class k
+    with probability ``sample_prior[k]``, then one of that class's images uniformly, with
+    replacement. The class-conditionals are the set's own, so label shift holds exactly and the
+    set's per-class accuracies are the truth the estimators above aim at (the set taken as the
+    population); the class counts are random (resample with ``stratified=False``)."""
+    y = np.asarray(labels).astype(np.int64).ravel()
+    C = int(max(y.max() + 1, np.size(sample_prior)))
+    s = _prior(sample_prior, C, "sample_prior")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(int(n), s)
+    order = np.argsort(y, kind="stable")
+    have = np.bincount(y, minlength=C)
+    if ((counts > 0) & (have == 0)).any():
+        raise ValueError(f"sample_prior puts mass on classes {np.flatnonzero((s > 0) & (have == 0))[:10].tolist()} "
+                         "that have no image to draw")
+    starts = np.concatenate([[0], np.cumsum(have)[:-1]])
+    parts = [order[starts[k] + rng.integers(0, have[k], size=counts[k])] for k in range(C) if counts[k]]
+    return rng.permutation(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
