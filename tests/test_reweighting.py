@@ -149,3 +149,23 @@ def test_reweighted_intervals_cover_the_uniform_accuracy(design, capsys):
               + ", ".join(f"{e} {v:.3f}" for e, v in cover.items()))
     for e, v in cover.items():
         assert 0.90 <= v <= 0.98, (e, v)
+
+
+def test_em_estimated_sample_prior_is_reestimated_on_each_resample():
+    """em_calibration: the point estimate is the one with EM's prior given as known; the interval
+    re-runs EM on every resample, so it differs from the fixed-prior one."""
+    from ltlab.evaluation import calibrated_em as CE
+
+    rng = np.random.default_rng(5)
+    C = 6
+    y = rng.choice(C, size=1500, p=np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))
+    z = synth_logits(rng.random(y.size) < np.linspace(0.9, 0.5, C)[y], y, C, rng)
+    cal = CE.fit_calibration("none", model_prior=np.ones(C))
+    q = CE.estimate_prior(z, cal).prior
+    fixed = table(R.estimate_target_accuracy(z, y, q, n_resamples=200, stratified=False))
+    est = table(R.estimate_target_accuracy(z, y, None, n_resamples=200, stratified=False, em_calibration=cal))
+    for e in ("ipw", "snipw", "dr"):
+        assert est[e, "balanced_acc"]["estimate"] == pytest.approx(fixed[e, "balanced_acc"]["estimate"], abs=1e-12)
+        assert est[e, "balanced_acc"]["ci_lo"] != fixed[e, "balanced_acc"]["ci_lo"]
+    with pytest.raises(ValueError, match="not both"):
+        R.estimate_target_accuracy(z, y, q, em_calibration=cal)

@@ -19,8 +19,8 @@ does not know about, and so over-cover):
 * reweighting: ``shifted_n`` images drawn with the class distribution ``shift_prior`` (e.g. a
   forward50 profile; reweighting.draw_shifted_sample), the estimators given that prior; the
   truth is the population's balanced and group accuracy (a uniform target). With
-  ``calibration`` given, the same with the prior EM estimates from the sample (that interval
-  treats the estimate as fixed, so it is expected to cover less).
+  ``calibration`` given, the same with the prior EM estimates from the sample (re-estimated on
+  each resample; its bias, if the calibration is off, is not in the interval).
 
 Everything is seeded: draw d uses seed ``seed + d`` for its sample and its resamples.
 """
@@ -107,13 +107,14 @@ def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_
                 record("paired", k, out[k]["ci"], truth["paired"][k])
         if shift_prior is not None:
             sidx = R.draw_shifted_sample(y, shift_prior, shifted_n, seed=int(rng.integers(2**31)))
-            priors = {"reweighting": shift_prior}
+            priors = {"reweighting": (shift_prior, None)}
             if calibration is not None:
-                priors["reweighting_em"] = CE.estimate_prior(z[sidx], calibration).prior
-            for part, prior in priors.items():
+                priors["reweighting_em"] = (None, calibration)
+            for part, (prior, em_cal) in priors.items():
                 for r in R.estimate_target_accuracy(z[sidx], y[sidx], prior, temperature=temperature,
                                                     train_counts=train_counts, n_resamples=n_resamples,
-                                                    seed=seed + d, level=level, stratified=False):
+                                                    seed=seed + d, level=level, stratified=False,
+                                                    em_calibration=em_cal):
                     ci = None if r["ci_lo"] is None else [r["ci_lo"], r["ci_hi"]]
                     record(part, f"{r['estimator']} {r['target']}", ci, truth["reweighting"].get(r["target"]))
     out = {part: {k: float(np.mean(v)) for k, v in h.items()} for part, h in hits.items()}

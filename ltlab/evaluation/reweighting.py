@@ -47,6 +47,8 @@ What each assumes, exactly:
 * all: label shift (p(x | y) shared by sample and target) and support (s(k) > 0 wherever
   t(k) > 0; a ValueError otherwise).
 * ipw / snipw: ``sample_prior`` is the distribution the sample's labels were drawn from.
+* with ``em_calibration`` instead of a prior: the EM estimate of s (from the sample's logits
+  alone) is consistent only if the calibration is right for the source the logits encode.
 * dr: that, or q calibrated on the sample's distribution (3). Temperature scaling fitted on a
   validation split calibrates q for the validation prior; when that prior differs from s the
   model term is biased and dr leans on the weights (it stays consistent if they are right).
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ltlab.evaluation import calibrated_em as CE
 from ltlab.evaluation.intervals import (
     GROUPS,
     _check_level,
@@ -75,6 +78,7 @@ from ltlab.evaluation.intervals import (
     resample_counts,
     shot_groups,
 )
+from ltlab.evaluation.prior_intervals import _em_block
 
 ESTIMATORS = ("naive", "ipw", "snipw", "dr")
 
@@ -128,20 +132,22 @@ class _Sample:
         return H, N, P, Q
 
 
-def _estimates(H, N, P, Q, t_g: np.ndarray, w_g: np.ndarray, in_g: np.ndarray) -> dict:
-    """Each estimator, per resample ((b,) arrays), for one target prior t_g with weights w_g."""
+def _estimates(H, N, P, Q, t_g: np.ndarray, s: np.ndarray, in_g: np.ndarray) -> dict:
+    """Each estimator, per resample ((b,) arrays), for one target prior t_g and the sample prior s:
+    (C,), or (b, C) when it is re-estimated on each resample."""
+    w_g = np.divide(t_g, s, out=np.zeros(np.broadcast_shapes(t_g.shape, s.shape)), where=s > 0)
     n = N.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         naive = H[:, in_g].sum(axis=1) / N[:, in_g].sum(axis=1)
-        hw = H @ w_g
+        hw = (H * w_g).sum(axis=1)
         mu = np.clip(np.divide(P, Q, out=np.zeros_like(P), where=Q > 0), 0.0, 1.0)   # (3)
-        dr = mu @ t_g + (hw - (mu * N) @ w_g) / n                                    # (2)
-        return dict(naive=naive, ipw=hw / n, snipw=hw / (N @ w_g), dr=dr)
+        dr = mu @ t_g + (hw - (mu * N * w_g).sum(axis=1)) / n                         # (2)
+        return dict(naive=naive, ipw=hw / n, snipw=hw / (N * w_g).sum(axis=1), dr=dr)
 
 
 def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, temperature: float = 1.0,
                              train_counts=None, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                             stratified: bool = True) -> list[dict]:
+                             stratified: bool = True, em_calibration=None) -> list[dict]:
     """Target-distribution accuracy (balanced accuracy under a uniform target) and, with
     ``train_counts``, the many / medium / few accuracies, by each of naive, ipw, snipw and dr.
 
@@ -151,11 +157,27 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
     {estimator, target, estimate, ci_lo, ci_hi} (fractions; ``pandas.DataFrame(rows)`` for a
     table); target is "balanced_acc" under a uniform target, "target_acc" otherwise, or a group.
     A group with no class, or no target mass, is left out.
+
+    ``em_calibration`` (a calibrated_em.Calibration; then ``sample_prior`` is None): the sample
+    prior is not known but estimated by EM from the sample's calibrated posteriors, without its
+    labels (calibrated_em.estimate_prior), and estimated again on every resample, so the interval
+    carries the estimate's noise (held fixed, it covered the truth in only about half of the
+    backward50 samples of scripts/coverage_real.py).
     """
     level = _check_level(level)
     smp = _Sample(logits, labels, temperature)
     C = smp.C
-    s = _prior(sample_prior, C, "sample_prior")
+    prior_of = None
+    if em_calibration is not None:
+        if sample_prior is not None:
+            raise ValueError("give sample_prior (known) or em_calibration (estimated), not both")
+        post = em_calibration.probs(np.asarray(logits)[smp.lay.order])
+        s = CE.estimate_prior(np.asarray(logits), em_calibration).prior
+
+        def prior_of(W):     # every resample's EM estimate, started from the sample's
+            return _em_block(post, W, s, em_calibration.source_prior, CE.EM_MAX_ITER, 1e-6)[0]
+    else:
+        s = _prior(sample_prior, C, "sample_prior")
     t = np.full(C, 1.0 / C) if target_prior is None else _prior(target_prior, C, "target_prior")
     if ((t > 0) & (s == 0)).any():
         bad = np.flatnonzero((t > 0) & (s == 0))[:10].tolist()
@@ -175,17 +197,17 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
     for name, in_g in targets.items():
         if not in_g.any() or t[in_g].sum() == 0:
             continue
-        t_g = np.where(in_g, t, 0.0) / t[in_g].sum()
-        w_g = np.divide(t_g, s, out=np.zeros(C), where=s > 0)
-        plans[name] = (t_g, w_g, in_g)
+        plans[name] = (np.where(in_g, t, 0.0) / t[in_g].sum(), in_g)
 
     n = smp.lay.n
-    point = {name: _estimates(*smp.class_sums(np.ones((1, n))), *p) for name, p in plans.items()}
+    point = {name: _estimates(*smp.class_sums(np.ones((1, n))), t_g, s, in_g) for name, (t_g, in_g) in plans.items()}
     boot = {name: {e: [] for e in ESTIMATORS} for name in plans}
     for pos in smp.lay.position_chunks(n_resamples, seed, stratified=stratified):
-        sums = smp.class_sums(resample_counts(pos, n, dtype=np.float64))
-        for name, p in plans.items():
-            for e, v in _estimates(*sums, *p).items():
+        W = resample_counts(pos, n, dtype=np.float64)
+        sums = smp.class_sums(W)
+        s_b = s if prior_of is None else prior_of(W)
+        for name, (t_g, in_g) in plans.items():
+            for e, v in _estimates(*sums, t_g, s_b, in_g).items():
                 boot[name][e].append(v)
 
     rows = []
@@ -207,13 +229,13 @@ def draw_shifted_sample(labels, sample_prior, n: int, seed: int = 0) -> np.ndarr
     y = np.asarray(labels).astype(np.int64).ravel()
     C = int(max(y.max() + 1, np.size(sample_prior)))
     s = _prior(sample_prior, C, "sample_prior")
+    have = np.bincount(y, minlength=C)
+    if ((s > 0) & (have == 0)).any():
+        raise ValueError(f"sample_prior puts mass on classes {np.flatnonzero((s > 0) & (have == 0))[:10].tolist()} "
+                         "that have no image to draw")
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(int(n), s)
     order = np.argsort(y, kind="stable")
-    have = np.bincount(y, minlength=C)
-    if ((counts > 0) & (have == 0)).any():
-        raise ValueError(f"sample_prior puts mass on classes {np.flatnonzero((s > 0) & (have == 0))[:10].tolist()} "
-                         "that have no image to draw")
     starts = np.concatenate([[0], np.cumsum(have)[:-1]])
     parts = [order[starts[k] + rng.integers(0, have[k], size=counts[k])] for k in range(C) if counts[k]]
     return rng.permutation(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
