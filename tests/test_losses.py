@@ -146,12 +146,12 @@ def test_losses_registry_kept():
 # ------------------------------------------------------------------------------ recipes
 def test_baseline_defaults_are_the_ldam_drw_recipe():
     for method in ("focal", "cb", "ldam_drw"):
-        cfg = from_dict({"method": method})
+        cfg = from_dict({"method": method, "dataset": "cifar10_lt"})    # the demo set has its own short defaults
         assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, cfg.milestones,
                 cfg.lr_gamma, cfg.sampler) == (200, 128, 0.1, 2e-4, 5, [160, 180], 0.01, "instance")
     from ltlab.methods import METHODS
-    assert METHODS["focal"].opt(from_dict({"method": "focal"}), "focal_gamma") == 1.0
-    cfg = from_dict({"method": "ldam_drw"})
+    assert METHODS["focal"].opt(from_dict({"method": "focal", "dataset": "cifar10_lt"}), "focal_gamma") == 1.0
+    cfg = from_dict({"method": "ldam_drw", "dataset": "cifar10_lt"})
     r = METHODS["ldam_drw"]
     assert (r.head, r.opt(cfg, "ldam_max_m"), r.opt(cfg, "ldam_s"), r.opt(cfg, "drw_epoch"),
             r.opt(cfg, "drw_beta")) == ("cosine", 0.5, 30.0, 160, 0.9999)
