@@ -49,7 +49,7 @@ def test_table_per_dataset_and_imbalance():
 
 
 def test_stage_two_defaults_and_stage_one_recipe(tmp_path):
-    cfg = from_dict({"method": "mislas", "run_dir": str(tmp_path / "m")})
+    cfg = from_dict({"method": "mislas", "dataset": "cifar10_lt", "run_dir": str(tmp_path / "m")})  # not the demo's
     assert (cfg.epochs, cfg.schedule, cfg.warmup_epochs, cfg.lr, cfg.batch_size) == (10, "cosine", 0, 0.1, 128)
     assert cfg.sampler == "class_balanced" and cfg.mixup_alpha == 0 and cfg.extra["cb_epoch"] == "n"
     s1 = stage1_config(cfg)
