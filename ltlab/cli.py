@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="experiments/results", help="archive root (default: experiments/results)")
     a.add_argument("--benchmark", help="benchmark folder (default from the config, e.g. cifar10_lt_if100)")
     a.add_argument("--method", help="method folder (default: the config's method)")
-    a.add_argument("--features-kib", type=int, default=256, help="keep features (float16) up to this size (default 256)")
+    a.add_argument("--features-kib", type=_count(0), default=256,
+                   help="keep features (float16) up to this size (default 256)")
     a.add_argument("--force", action="store_true", help="replace an existing archived copy")
     a.add_argument("--verify", action="store_true", help="RUN_DIRs are archived copies: only check them again")
 
@@ -120,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_count(1), default=128)
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     s.add_argument("--workers", type=_count(0), default=2, help="DataLoader workers of the reference pipeline")
-    s.add_argument("--out", help="write the results as JSON to this file")
+    s.add_argument("--out", help="write the results as JSON to this file (an existing one: with --force)")
+    s.add_argument("--force", action="store_true", help="overwrite the --out file of an earlier measurement")
     s.add_argument("--compile", default="auto", choices=("auto", "on", "graphs", "off"),
                    help="torch.compile mode of ltlab's loop (auto: what a 200-epoch CIFAR-10-LT run gets: "
                         "CUDA graphs on cuda; on a CPU, compiled when a C++ compiler is there)")
@@ -141,10 +143,10 @@ def _parser() -> argparse.ArgumentParser:
 def _bad_input_types():
     from ltlab.config import ConfigError
     from ltlab.data import DataError
-    from ltlab.evaluation.run_dir import RunNotFinished
+    from ltlab.evaluation.run_dir import RunFileError, RunNotFinished
     from ltlab.models.checkpoints import CheckpointError
 
-    return (ConfigError, DataError, CheckpointError, RunNotFinished)
+    return (ConfigError, DataError, CheckpointError, RunNotFinished, RunFileError)
 
 
 def _check_flags(parser, args) -> None:
@@ -156,6 +158,8 @@ def _check_flags(parser, args) -> None:
     out = getattr(args, "out", None)
     if args.command == "bench" and out and not Path(out).resolve().parent.is_dir():
         parser.error(f"bench --out {out!r}: its folder does not exist (the results are written after minutes of measuring)")
+    if args.command == "bench" and out and Path(out).exists() and not args.force:
+        parser.error(f"bench --out {out!r} exists (an earlier measurement): pass --force to overwrite it, or another file")
     if args.command == "batch" and Path(args.reports).exists() and not Path(args.reports).is_dir():
         parser.error(f"batch --reports {args.reports!r} is a file; expected a folder (created if absent)")
 
@@ -174,6 +178,10 @@ def main(argv=None) -> int:
             from ltlab.training.loop import fit
 
             cfg = config_mod.load(args.config, args.overrides)
+            done = cfg.resolved_run_dir() / "summary.json"
+            if done.is_file() and not (args.resume or args.restart):   # (an archived copy has no checkpoint)
+                raise config_mod.ConfigError(f"run directory '{done.parent}' already holds a finished run "
+                                             "(summary.json): pass --restart to train it again, or another run_dir")
             run_dir = fit(cfg, resume=args.resume, restart=args.restart, force=args.force)
             from ltlab.io import is_main
             if is_main():   # under torchrun, one line, not one per process

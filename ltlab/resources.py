@@ -42,8 +42,14 @@ def copy_notebooks(dest, force: bool = False) -> list[Path]:
     if not src:
         raise FileNotFoundError(f"no notebooks found in '{notebooks_dir()}'")
     dest = Path(dest).expanduser()
+    if any(p.exists() and not p.is_dir() for p in (dest, *dest.parents)):
+        raise ConfigError(f"notebooks: '{dest}' is (inside) a file; allowed: a folder, new or existing")
     clash = [dest / f.name for f in src if (dest / f.name).exists()]
     if clash and not force:
         raise ConfigError(f"notebooks: '{clash[0]}' exists; allowed: an empty or new folder, or --force to overwrite")
-    dest.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(f, dest / f.name)) for f in src]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        return [Path(shutil.copyfile(f, dest / f.name)) for f in src]
+    except OSError as e:
+        raise ConfigError(f"notebooks: cannot write into '{dest}' ({e.strerror or type(e).__name__}); "
+                          "allowed: a folder you can write to") from None

@@ -159,7 +159,7 @@ RANGE_CASES = [
      "'balpoe_tau_min' = 3 is above balpoe_tau_max = 2"),
     ("mislas smoothing of 1.5", ["method=mislas", "extra.mislas_eps_head=1.5"], "'mislas_eps_head' = 1.5"),
     ("mislas stage one value", ["method=mislas", "extra.mislas_stage1={seed: -3}"],
-     "'mislas_stage1' = {'seed': -3} (the stage-one config): config key 'seed' = -3"),
+     "(the stage-one config): config key 'seed' = -3"),
     # a key silently ignored by the run it is given to
     ("data_root for the demo", ["data_root=/tmp"], "'data_root' = '/tmp' is ignored by this run (dataset 'demo'"),
     ("train_list for cifar", ["dataset=cifar10_lt", "train_list=x.txt"], "'train_list' = 'x.txt' is ignored"),
@@ -282,3 +282,224 @@ def test_real_cli(args, needle, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("ltlab: error: ") and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+# ---- every command on wrong files and unfinished or corrupt run directories (issue 26, item 5) -----
+
+
+
+def _archived_ce():
+    from conftest import REPO
+
+    return REPO / "experiments" / "results" / "cifar10_lt_if100" / "ce" / "seed0"
+
+
+def _npz(path, change):
+    import numpy as np
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    path.unlink()
+    np.savez(path, **arrays)
+
+
+# how a finished run directory is broken -> (what is done to it)
+BROKEN = {
+    "missing": lambda d: shutil.rmtree(d),
+    "a_file": lambda d: (shutil.rmtree(d), d.write_text("not a run")),
+    "no_summary": lambda d: (d / "summary.json").unlink(),
+    "summary_not_json": lambda d: (d / "summary.json").write_text("{not json"),
+    "summary_a_list": lambda d: (d / "summary.json").write_text("[1, 2]"),
+    "summary_binary": lambda d: (d / "summary.json").write_bytes(b"\xff\xfe\x00"),
+    "config_not_yaml": lambda d: (d / "config.yaml").write_text("a: [1\n"),
+    "config_a_list": lambda d: (d / "config.yaml").write_text("- 1\n- 2\n"),
+    "no_config": lambda d: (d / "config.yaml").unlink(),
+    "no_test_npz": lambda d: (d / "predictions" / "test.npz").unlink(),
+    "no_val_npz": lambda d: (d / "predictions" / "val.npz").unlink(),
+    "test_npz_truncated": lambda d: (d / "predictions" / "test.npz").write_bytes(
+        (d / "predictions" / "test.npz").read_bytes()[:5000]),
+    "test_npz_empty": lambda d: (d / "predictions" / "test.npz").write_bytes(b""),
+    "test_npz_no_labels": lambda d: _npz(d / "predictions" / "test.npz", lambda a: a.pop("labels")),
+    "test_npz_short_labels": lambda d: _npz(d / "predictions" / "test.npz",
+                                            lambda a: a.update(labels=a["labels"][:10])),
+    "val_npz_truncated": lambda d: (d / "predictions" / "val.npz").write_bytes(b"PK\x03\x04"),
+    "metrics_not_csv": lambda d: (d / "metrics.csv").write_text('"unclosed\n'),
+    "metrics_no_epoch": lambda d: (d / "metrics.csv").write_text("a,b\n1,2\n"),
+}
+NEEDLE = {
+    "missing": "does not exist",
+    "a_file": "is a file",
+    "no_summary": "has no summary.json",
+    "summary_not_json": "summary.json' is not valid JSON",
+    "summary_a_list": "summary.json' holds a list: expected a JSON object",
+    "summary_binary": "summary.json' is not valid JSON",
+    "config_not_yaml": "config.yaml' is not valid YAML",
+    "config_a_list": "config.yaml' holds a list: expected a mapping",
+    "no_config": "has summary.json but no config.yaml",
+    "no_test_npz": "has summary.json but no predictions/test.npz",
+    "no_val_npz": "lacks predictions/val.npz",
+    "test_npz_truncated": "test.npz' is not a readable .npz",
+    "test_npz_empty": "test.npz' is not a readable .npz",
+    "test_npz_no_labels": "test.npz' lacks the array(s) labels",
+    "test_npz_short_labels": "labels (10,) and train_counts (10,) do not fit together",
+    "val_npz_truncated": "val.npz' is not a readable .npz",
+    "metrics_not_csv": "metrics.csv' is not a readable CSV",
+    "metrics_no_epoch": "metrics.csv' has no 'epoch' column",
+}
+# command (RUN: the broken run; OK: an intact copy; OUT: a folder under tmp) -> the breakages it is tried on
+RUN_COMMANDS = {
+    "eval": (["eval", "RUN"], list(BROKEN)),
+    "eval --write": (["eval", "RUN", "--write"], ["summary_not_json", "test_npz_truncated", "no_val_npz"]),
+    "compare": (["compare", "RUN", "OK", "--resamples", "100"],
+                ["missing", "a_file", "summary_not_json", "summary_a_list", "test_npz_truncated", "test_npz_empty",
+                 "test_npz_no_labels", "no_test_npz"]),
+    "archive": (["archive", "RUN", "--out", "OUT"],
+                ["missing", "a_file", "no_summary", "summary_not_json", "summary_a_list", "config_not_yaml",
+                 "config_a_list", "test_npz_truncated", "test_npz_no_labels", "val_npz_truncated"]),
+    "archive --verify": (["archive", "--verify", "RUN"],
+                         ["missing", "a_file", "no_summary", "summary_not_json", "config_not_yaml", "no_config",
+                          "no_test_npz", "test_npz_truncated", "test_npz_short_labels"]),
+    "table": (["table", "BENCH"], ["summary_not_json", "summary_a_list", "config_not_yaml", "metrics_not_csv",
+                                   "metrics_no_epoch"]),
+    "bench --widgets": (["bench", "--widgets", "RUN", "--synthetic", ""],
+                        ["summary_not_json", "config_a_list", "test_npz_truncated", "no_val_npz"]),
+}
+RUN_CASES = [(cmd, how) for cmd, (_, hows) in RUN_COMMANDS.items() for how in hows]
+NEEDLE_OF = {("compare", "missing"): "is not a directory", ("compare", "a_file"): "is not a directory",
+             ("compare", "no_test_npz"): "has no predictions/test.npz: nothing to compare"}
+
+
+@pytest.mark.parametrize("cmd, how", RUN_CASES, ids=[f"{c}: {h}" for c, h in RUN_CASES])
+def test_broken_run_directories(cmd, how, tmp_path, capsys):
+    """Each command that reads run directories, on each way one can be unfinished or corrupt: one
+    line naming the file and what was expected, exit 2, nothing written."""
+    bench = tmp_path / "bench"
+    run = shutil.copytree(_archived_ce(), bench / "ce" / "seed0")
+    ok = shutil.copytree(_archived_ce(), tmp_path / "ok")
+    BROKEN[how](run)
+    before = {p: p.read_bytes() for p in bench.rglob("*") if p.is_file()}
+    swap = {"RUN": str(run), "OK": str(ok), "OUT": str(tmp_path / "out"), "BENCH": str(bench)}
+    argv = [swap.get(a, a) for a in RUN_COMMANDS[cmd][0]]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("ltlab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert NEEDLE_OF.get((cmd, how), NEEDLE[how]) in err, err
+    assert {p: p.read_bytes() for p in bench.rglob("*") if p.is_file()} == before     # nothing rewritten
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("config_not_yaml", "config key 'stage1_run' = 'S1': 'S1/config.yaml' is not valid YAML"),
+    ("config_a_list", "config key 'stage1_run' = 'S1': 'S1/config.yaml' holds a list"),
+    ("no_config", "config key 'stage1_run' = 'S1': the run directory has no config.yaml"),
+    ("bad_value", "stage-one run 'S1' (its config.yaml): config key 'seed' = -5"),
+])
+@pytest.mark.parametrize("method", ["crt", "tau_norm", "la_posthoc", "mislas"])
+def test_broken_stage_one(method, how, needle, stage1, tmp_path, capsys):
+    s1 = shutil.copytree(stage1, tmp_path / "s1")
+    if how == "bad_value":
+        (s1 / "config.yaml").write_text((s1 / "config.yaml").read_text() + "seed: -5\n")
+    else:
+        BROKEN[how](s1)
+    code = main(["train", f"method={method}", f"stage1_run={s1}", f"run_dir={tmp_path / 'run'}", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle.replace("S1", str(s1)) in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_into_a_finished_run_needs_restart(tmp_path, capsys):
+    """An archived copy holds summary.json and no checkpoint: training into it was a fresh run that
+    replaced its metrics and, at the end, its summary. Now refused unless --restart."""
+    run = shutil.copytree(_archived_ce(), tmp_path / "done")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", f"run_dir={run}", "device=cpu", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run (summary.json): pass --restart" in err and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("provenance_not_json", "provenance.json' is not valid JSON"),
+    ("provenance_a_list", "provenance.json' holds a list"),
+])
+def test_resume_with_corrupt_files(how, needle, stage1, tmp_path, capsys):
+    run = shutil.copytree(stage1, tmp_path / "run")
+    (run / "summary.json").unlink()
+    (run / "provenance.json").write_text("{nope" if how == "provenance_not_json" else "[1]")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    code = main(["train", f"data_root={cfg['data_root']}", "dataset=folder", f"run_dir={run}", *FAST, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (run / "summary.json").exists()
+
+
+def _files(tmp_path):
+    """Wrong files of every kind, by name."""
+    import json
+
+    files = {"a_file": "hello\n", "not_yaml.yaml": "a: [1\n", "list.yaml": "- 1\n- 2\n", "scalar.yaml": "5\n",
+             "extra_list.yaml": "extra: [1]\n", "nb_not_json.ipynb": "{not json", "nb_list.ipynb": "[1, 2]",
+             "nb_cells.ipynb": json.dumps({"cells": 5}), "nb_empty.ipynb": "{}"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00\x01")
+    (tmp_path / "empty_dir").mkdir()
+    for nb in ("nb_not_json", "nb_list", "nb_cells", "nb_empty"):
+        (tmp_path / f"exp_{nb}.yaml").write_text(yaml.safe_dump({"name": "t", "notebook": str(tmp_path / f"{nb}.ipynb")}))
+    return tmp_path
+
+
+# (id, argv with T = the folder of wrong files, needle)
+FILE_CASES = [
+    ("train -c a folder", ["train", "-c", "T/empty_dir"], "config file 'T/empty_dir' not found"),
+    ("train -c not YAML", ["train", "-c", "T/not_yaml.yaml"], "is not valid YAML"),
+    ("train -c a list", ["train", "-c", "T/list.yaml"], "must hold a mapping of key: value, got list"),
+    ("train -c a scalar", ["train", "-c", "T/scalar.yaml"], "must hold a mapping of key: value, got int"),
+    ("train -c extra as a list", ["train", "-c", "T/extra_list.yaml"],
+     "config key 'extra' = [1] (list) in 'T/extra_list.yaml': expected a mapping"),
+    ("batch: notebook not JSON", ["batch", "T/exp_nb_not_json.yaml"], "is not a readable Jupyter notebook (NotJSONError"),
+    ("batch: notebook a list", ["batch", "T/exp_nb_list.yaml"], "is not a readable Jupyter notebook"),
+    ("batch: notebook cells a number", ["batch", "T/exp_nb_cells.yaml"], "is not a readable Jupyter notebook"),
+    ("batch: notebook an empty object", ["batch", "T/exp_nb_empty.yaml"], "is not a readable Jupyter notebook"),
+    ("table: an empty folder", ["table", "T/empty_dir"], "holds no finished run"),
+    ("table --update-readme missing", ["table", "--update-readme", "T/nothing.md"], "'T/nothing.md': no such file"),
+    ("table --update-readme binary", ["table", "--update-readme", "T/binary.md"], "is not a text file"),
+    ("notebooks into a file", ["notebooks", "T/a_file"], "notebooks: 'T/a_file' is (inside) a file"),
+    ("notebooks inside a file", ["notebooks", "T/a_file/sub"], "notebooks: 'T/a_file/sub' is (inside) a file"),
+    ("archive --out a file", ["archive", "ARCHIVED", "--out", "T/a_file"], "archive root --out 'T/a_file' is (inside)"),
+    ("bench --synthetic not N,C", ["bench", "--widgets", "--synthetic", "abc"], "bench --synthetic 'abc': expected N,C"),
+    ("bench --synthetic no class", ["bench", "--widgets", "--synthetic", "10,0"], "expected N >= 1 images and C >= 2"),
+]
+
+
+@pytest.mark.parametrize("case, argv, needle", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_wrong_files(case, argv, needle, tmp_path, capsys, monkeypatch):
+    t = _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("T/", f"{t}/") if a != "ARCHIVED" else str(_archived_ce()) for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("ltlab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle.replace("T/", f"{t}/") in err, err
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["archive", "RUN", "--features-kib", "-1"], "argument --features-kib: -1 is below 0"),
+    (["archive", "RUN", "--features-kib", "x"], "argument --features-kib: 'x' is not an integer"),
+    (["bench", "--out", "EXISTING"], "bench --out 'EXISTING' exists (an earlier measurement): pass --force"),
+    (["bench", "--widgets", "--out", "EXISTING"], "pass --force to overwrite it"),
+])
+def test_more_cli_flags(args, needle, tmp_path, capsys):
+    (tmp_path / "old.json").write_text("{}")
+    swap = {"RUN": str(tmp_path), "EXISTING": str(tmp_path / "old.json")}
+    with pytest.raises(SystemExit) as e:
+        main([swap.get(a, a) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("ltlab: error: ") and err.count("\n") == 1, err
+    assert needle.replace("EXISTING", str(tmp_path / "old.json")) in err, err
+    assert (tmp_path / "old.json").read_text() == "{}"

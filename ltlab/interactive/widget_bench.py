@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ltlab.config import RunConfig
+from ltlab.config import ConfigError, RunConfig
 from ltlab.evaluation import posthoc_tde
 from ltlab.evaluation.run_dir import compute_summary, load_run
 from ltlab.interactive import widgets
@@ -129,13 +129,26 @@ def bench_widgets(run_dirs=(), synthetic=(10_000, 100)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def synthetic_size(text: str):
+    """--synthetic 'N,C' -> (N, C), '' -> None; anything else is refused in one line."""
+    if not text:
+        return None
+    try:
+        n, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"bench --synthetic {text!r}: expected N,C (images, classes), e.g. 10000,100, "
+                          "or '' for no synthetic run") from None
+    if n < 1 or c < 2:
+        raise ConfigError(f"bench --synthetic {text!r}: expected N >= 1 images and C >= 2 classes")
+    return n, c
+
+
 def main(args) -> None:
     import os
 
     from matplotlib import get_backend
 
-    n, c = (int(v) for v in args.synthetic.split(",")) if args.synthetic else (0, 0)
-    table = bench_widgets(args.runs, (n, c) if n else None)
+    table = bench_widgets(args.runs, synthetic_size(args.synthetic))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"widget redraw times: view + PNG (one draw, {_dpi()} dpi) + HTML table; matplotlib backend "
           f"{get_backend()}; {os.cpu_count()} CPUs, load average {load:.1f} at the end")

@@ -96,6 +96,9 @@ def demo_defaults(user: dict, recipe) -> dict:
 
 def load(path=None, overrides=()) -> RunConfig:
     d = load_yaml(path) if path else {}
+    if not isinstance(d.get("extra") or {}, dict):
+        raise ConfigError(f"config key 'extra' = {d['extra']!r} ({type(d['extra']).__name__}) in '{path}': expected "
+                          "a mapping of method knobs, e.g. extra: {focal_gamma: 2.0}")
     extra = dict(d.get("extra") or {})
     for text in overrides:
         key, value = parse_override(text)

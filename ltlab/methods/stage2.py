@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ltlab.config import ConfigError
+from ltlab.evaluation.run_dir import RunFileError, read_yaml
 from ltlab.methods.base import METHODS, Recipe
 from ltlab.methods.resolve import from_dict
 from ltlab.models.checkpoints import load_checkpoint
@@ -26,7 +25,13 @@ def read_stage1_config(stage1_run) -> dict:
     if not (path / "summary.json").is_file() or not (path / "checkpoint.pt").is_file():
         raise ConfigError(f"config key 'stage1_run' = '{stage1_run}': the stage-one run did not finish "
                           "(no summary.json / checkpoint.pt); finish it first")
-    return yaml.safe_load((path / "config.yaml").read_text())
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"config key 'stage1_run' = '{stage1_run}': the run directory has no config.yaml "
+                          "(it is incomplete): point stage1_run at a run directory ltlab train wrote")
+    try:
+        return read_yaml(path / "config.yaml")
+    except RunFileError as e:
+        raise ConfigError(f"config key 'stage1_run' = '{stage1_run}': {e}") from None
 
 
 class Stage2Recipe(Recipe):
@@ -53,7 +58,10 @@ class Stage2Recipe(Recipe):
     def stage1_model(self, cfg, data):
         """The stage-one model with its final weights, on the CPU."""
         s1 = read_stage1_config(cfg.stage1_run)
-        s1cfg = from_dict({k: v for k, v in s1.items()})
+        try:
+            s1cfg = from_dict({k: v for k, v in s1.items()})
+        except ConfigError as e:
+            raise ConfigError(f"stage-one run '{cfg.stage1_run}' (its config.yaml): {e}") from None
         model = METHODS[s1cfg.method].build_model(s1cfg, data)
         state = load_checkpoint(Path(cfg.stage1_run) / "checkpoint.pt")
         shapes = {k: tuple(v.shape) for k, v in state["model"].items()}

@@ -30,17 +30,15 @@ logits (:func:`bin_moves`) and keeps the extra tolerance in archive.json, where
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ltlab.config import ConfigError
 from ltlab.evaluation import metrics as M
-from ltlab.evaluation.run_dir import RunNotFinished, compute_summary, is_finished
+from ltlab.evaluation.run_dir import RunNotFinished, check_complete, compute_summary, is_finished, read_json, read_yaml
 from ltlab.io import atomic_write_json
 
 FILE = "archive.json"
@@ -221,9 +219,13 @@ def check(summary: dict, pred_dir, epochs=None, binning=None, exact=False) -> di
 def verify(archived_run) -> dict:
     """Check an archived run directory again (what an independent reader would do)."""
     d = Path(archived_run)
-    summary = json.loads((d / "summary.json").read_text())
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    binning = json.loads((d / FILE).read_text()).get("binning_tolerance") if (d / FILE).is_file() else None
+    if not is_finished(d):
+        what = "does not exist" if not d.exists() else "has no summary.json" if d.is_dir() else "is a file"
+        raise RunNotFinished(f"archived run '{d}' {what}: expected an archived copy <root>/<benchmark>/<method>/seed<k>")
+    check_complete(d)
+    summary = read_json(d / "summary.json")
+    cfg = read_yaml(d / "config.yaml")
+    binning = read_json(d / FILE).get("binning_tolerance") if (d / FILE).is_file() else None
     return check(summary, d / "predictions", epochs=summary.get("epochs", cfg.get("epochs")), binning=binning)
 
 
@@ -246,7 +248,7 @@ def archived_sources(root) -> dict:
     """{source run directory (resolved): archived copy} of every run under root."""
     out = {}
     for f in Path(root).glob(f"*/*/*/{FILE}"):
-        out[json.loads(f.read_text())["source_run"]] = f.parent
+        out[read_json(f).get("source_run")] = f.parent
     return out
 
 
@@ -256,18 +258,22 @@ def archive_run(run_dir, root, *, benchmark=None, method=None, features_kib=FEAT
 
     src = Path(run_dir).resolve()
     if not is_finished(src):
-        raise RunNotFinished(f"run directory '{run_dir}' has no summary.json: only finished runs are archived")
-    trained = json.loads((src / "summary.json").read_text()).get("epochs") != 0
+        what = "does not exist" if not src.exists() else "has no summary.json" if src.is_dir() else "is a file"
+        raise RunNotFinished(f"run directory '{run_dir}' {what}: only finished runs are archived")
+    root_path = Path(root)
+    if any(p.exists() and not p.is_dir() for p in (root_path, *root_path.parents)):
+        raise ArchiveError(f"archive root --out '{root}' is (inside) a file: expected a folder (created if absent)")
+    trained = read_json(src / "summary.json").get("epochs") != 0
     copied = [f for f in COPIED if trained or f != "metrics.csv"]
     missing = [f for f in copied if not (src / f).is_file()] + \
               ([] if (src / "predictions" / "test.npz").is_file() else ["predictions/test.npz"])
     if missing:
         raise ArchiveError(f"run '{run_dir}' lacks {', '.join(missing)}: it cannot be archived complete")
-    cfg = yaml.safe_load((src / "config.yaml").read_text())
+    cfg = read_yaml(src / "config.yaml")
     dst = destination(root, cfg, benchmark, method)
     known = archived_sources(root) if known is None else known
     if dst.exists():
-        prev = json.loads((dst / FILE).read_text()).get("source_run") if (dst / FILE).exists() else None
+        prev = read_json(dst / FILE).get("source_run") if (dst / FILE).exists() else None
         if not force:
             raise ArchiveError(f"'{dst}' already exists (archived from {prev}): pass --force to replace it")
     link = _stage1_link(cfg, dst, known)
@@ -278,7 +284,7 @@ def archive_run(run_dir, root, *, benchmark=None, method=None, features_kib=FEAT
     try:
         for f in copied:
             shutil.copy2(src / f, tmp / f)
-        summary = json.loads((src / "summary.json").read_text())
+        summary = read_json(src / "summary.json")
         # first the source itself: a summary that its own float32 predictions do not give is wrong
         check(summary, src / "predictions", epochs=summary.get("epochs"), exact=True)
         kept = _write_predictions(src / "predictions", tmp / "predictions", features_kib)

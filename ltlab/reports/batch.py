@@ -78,8 +78,15 @@ def load_experiments(path) -> dict:
 def notebook_parameters(notebook) -> dict:
     """Names and defaults of a notebook's `parameters` cell."""
     import papermill
+    from nbformat import ValidationError  # JSON, but not a notebook
 
-    return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    try:
+        found = papermill.inspect_notebook(str(notebook))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, ValidationError) as e:
+        first = (str(e).splitlines() or [""])[0][:100]
+        raise ConfigError(f"notebook '{notebook}' is not a readable Jupyter notebook ({type(e).__name__}: {first}): "
+                          "expected an .ipynb file (built from notebooks/src with jupytext)") from None
+    return {name: p["default"] for name, p in found.items()}
 
 
 def check_parameters(notebook, params: dict, where: str) -> None:

@@ -15,10 +15,8 @@ import glob
 import os
 from pathlib import Path
 
-import yaml
-
 from ltlab.config import ConfigError
-from ltlab.evaluation.run_dir import is_finished
+from ltlab.evaluation.run_dir import is_finished, read_yaml
 from ltlab.io import atomic_write_json
 from ltlab.reports.executors import pool_map
 from ltlab.reports.html import write_batch_report
@@ -82,7 +80,7 @@ def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> P
     records = []
     for d in run_dirs:
         name = _name(d)
-        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+        cfg = read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
         # method and seed as the run's config has them: the index groups the runs by method, over seeds
         rec = {"name": name, "params": {k: cfg[k] for k in ("method", "seed") if k in cfg}, "run_dir": str(d.resolve()),
                "status": "ok", "error": None, "analysis": []}

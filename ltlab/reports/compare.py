@@ -9,15 +9,13 @@ conclusion in words.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ltlab.config import ConfigError
 from ltlab.evaluation import paired
-from ltlab.evaluation.run_dir import is_finished, read_predictions
+from ltlab.evaluation.run_dir import is_finished, read_json, read_predictions, read_yaml
 
 METRICS = ("balanced_acc", "top1", "few", "ece")
 
@@ -27,11 +25,11 @@ def _seed_runs(folder: Path) -> dict:
     out = {}
     for f in sorted(folder.rglob("summary.json")):
         cfg_file = f.parent / "config.yaml"
-        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
-        seed = (cfg or {}).get("seed")
+        cfg = read_yaml(cfg_file) if cfg_file.is_file() else {}
+        seed = cfg.get("seed")
         if seed in out:
             raise ConfigError(f"'{folder}' holds two runs of seed {seed}: compare one configuration at a time")
-        out[seed] = json.loads(f.read_text())
+        out[seed] = read_json(f)
     return out
 
 
@@ -49,6 +47,8 @@ def compare_runs(a, b, *, n_resamples: int = 2000, seed: int = 0, level: float =
         if not p.is_dir():
             raise ConfigError(f"'{p}' is not a directory: give two run directories or two folders of seed runs")
     if is_finished(a) and is_finished(b):
+        for p in (a, b):
+            read_json(p / "summary.json")   # a finished run's summary must be readable, even if not used here
         pa, pb = _test_predictions(a), _test_predictions(b)
         if pa["labels"].shape != pb["labels"].shape or not np.array_equal(pa["labels"], pb["labels"]):
             raise ConfigError(f"'{a}' and '{b}' were not scored on the same test images (labels differ): "

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ltlab.evaluation.run_dir import read_json
 from ltlab.io import atomic_write_json, atomic_write_text
 from ltlab.viz.base import GROUP_COLORS, _figure
 
@@ -65,7 +66,7 @@ def runs_frame(records: list) -> pd.DataFrame:
         summary = {}
         f = Path(r.get("run_dir", "")) / "summary.json"
         if r.get("status") == "ok" and f.is_file():
-            summary = json.loads(f.read_text())
+            summary = read_json(f)
         row = {"name": r["name"], "status": r.get("status", "?"), "error": r.get("error"),
                "cached": bool(r.get("cached")), "seed": r.get("params", {}).get("seed"),
                "config": json.dumps(config_of(r), sort_keys=True, default=str)}

@@ -19,18 +19,16 @@ when a README block and its command disagree:
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ltlab.config import ConfigError
 from ltlab.evaluation.intervals import bootstrap_cis, seed_summary
-from ltlab.evaluation.run_dir import read_predictions
+from ltlab.evaluation.run_dir import read_json, read_metrics, read_predictions, read_yaml
 from ltlab.reports.published import PUBLISHED, published
 
 ORDER = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "lws", "tau_norm", "ncm", "la_posthoc",
@@ -47,7 +45,7 @@ def _device(run_dir: Path) -> str:
     f = run_dir / "provenance.json"
     if not f.is_file():
         return "not recorded"
-    d = json.loads(f.read_text()).get("device", "not recorded")
+    d = str(read_json(f).get("device", "not recorded"))
     return "CPU" if d.startswith("cpu") else d.replace("NVIDIA ", "")
 
 
@@ -56,11 +54,11 @@ def _epochs(run_dir: Path, summary: dict) -> str:
     through archive.json's link to the archived stage one."""
     own = summary.get("epochs")
     f = run_dir / "archive.json"
-    link = json.loads(f.read_text()).get("stage1") if f.is_file() else None
+    link = read_json(f).get("stage1") if f.is_file() else None
     s1 = run_dir / link / "summary.json" if link else None
     if s1 is None or not s1.is_file():
         return str(own)
-    return f"{json.loads(s1.read_text()).get('epochs')} + {own}"
+    return f"{read_json(s1).get('epochs')} + {own}"
 
 
 def _best_on_test(run_dir: Path) -> float | None:
@@ -72,7 +70,7 @@ def _best_on_test(run_dir: Path) -> float | None:
     f = run_dir / "metrics.csv"
     if not f.is_file():
         return None
-    col = pd.read_csv(f).get("test_top1")
+    col = read_metrics(f).get("test_top1")
     col = None if col is None else col.dropna()
     return None if col is None or col.empty else float(col.max())
 
@@ -88,12 +86,15 @@ def collect(bench_dir) -> dict[str, list[dict]]:
         rel = f.parent.relative_to(root)
         if any(p.startswith(".") for p in rel.parts):   # an archive copy in progress
             continue
-        cfg = yaml.safe_load((f.parent / "config.yaml").read_text()) if (f.parent / "config.yaml").is_file() else {}
-        summary = json.loads(f.read_text())
+        cfg = read_yaml(f.parent / "config.yaml") if (f.parent / "config.yaml").is_file() else {}
+        summary = read_json(f)
         out.setdefault(rel.parts[0] if rel.parts else root.name, []).append({
             "summary": summary, "config": cfg, "device": _device(f.parent), "epochs": _epochs(f.parent, summary),
             "best_on_test": _best_on_test(f.parent), "path": f.parent,
             "archived": (f.parent / "archive.json").is_file()})
+    if not out:
+        raise ConfigError(f"results folder '{bench_dir}' holds no finished run (no <method>/<seed>/summary.json "
+                          "under it); allowed: an archive folder, e.g. experiments/results/cifar10_lt_if100")
     return out
 
 
@@ -191,7 +192,13 @@ def readme_blocks(readme) -> list[tuple[str, str, str]]:
 def update_readme(readme) -> int:
     """Regenerate every marked block of README; returns the number of blocks."""
     path = Path(readme)
-    txt = path.read_text()
+    if not path.is_file():
+        raise ConfigError(f"--update-readme '{readme}': no such file; allowed: a Markdown file with "
+                          "'<!-- begin: ltlab table ... -->' blocks (e.g. README.md)")
+    try:
+        txt = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"--update-readme '{readme}' is not a text file: expected Markdown") from None
     blocks = BLOCK.findall(txt)
     if not blocks:
         raise ConfigError(f"'{readme}' has no '<!-- begin: ltlab table ... -->' block to update")

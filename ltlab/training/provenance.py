@@ -8,7 +8,6 @@ device, dates, wall time, the command line, and the resolved schedule. ``reprodu
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import shlex
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ltlab.evaluation.run_dir import PROVENANCE_FILE
+from ltlab.evaluation.run_dir import PROVENANCE_FILE, read_json
 from ltlab.io import atomic_write_json
 from ltlab.version import __version__
 
@@ -65,7 +64,7 @@ def _argv() -> str:
 def start(run_dir, cfg, device, schedule: dict, world: int = 1) -> dict:
     """The record at the start of training (resumed runs keep their first start date)."""
     path = Path(run_dir) / FILE
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = read_json(path) if path.is_file() else {}   # a resumed run's; unreadable: RunFileError, one line
     rec = {**code_version(), "torch": torch.__version__, "python": platform.python_version(),
            "device": device_name(device), "world_size": world,
            "started": old.get("started", now()), "resumed": old.get("resumed", []),
@@ -80,7 +79,7 @@ def start(run_dir, cfg, device, schedule: dict, world: int = 1) -> dict:
 
 def finish(run_dir, train_seconds: float, process_seconds: float) -> None:
     path = Path(run_dir) / FILE
-    rec = json.loads(path.read_text()) if path.is_file() else {}
+    rec = read_json(path) if path.is_file() else {}
     rec.update({"finished": now(), "train_seconds": round(float(train_seconds), 1),
                 "last_process_seconds": round(float(process_seconds), 1)})
     atomic_write_json(path, rec)
