@@ -17,9 +17,11 @@
 # - **none**: the run's own predictions;
 # - **known**: the known test prior q (the subset's class frequencies), logits + log q − log π;
 # - **em**: q estimated on the unlabeled subset by EM (Saerens et al. 2002) from posteriors
-#   calibrated on the val split first: bias-corrected temperature scaling, softmax(z / T + b)
-#   (BCTS, Alexandari, Kundaje & Shrikumar, ICML 2020), by default; `ts` (T only) or `none` on
-#   request. An estimate that hit EM's iteration cap or whose entropy collapsed is flagged in
+#   calibrated on the val split first. By default (`auto`) the calibration is the one of
+#   temperature scaling (`ts`), bias-corrected temperature scaling softmax(z / T + b) (`bcts`,
+#   Alexandari, Kundaje & Shrikumar, ICML 2020) and BCTS with its biases shrunk to 0 (`bcts_l2`)
+#   that has the lowest cross-validated NLL on this run's val split; each can also be asked for,
+#   or `none`. An estimate that hit EM's iteration cap or whose entropy collapsed is flagged in
 #   `em_status` and its accuracy is left empty.
 #
 # π is the prior the logits encode (the training prior for CE; uniform for balanced softmax /
@@ -30,7 +32,8 @@
 # %% tags=["parameters"]
 run_dir = ""            # a finished run directory (with summary.json)
 source_prior = "auto"   # prior the logits encode: auto, train or uniform
-em_calibration = "bcts"  # calibration fitted on the val split before EM: bcts, ts or none
+em_calibration = "auto"  # calibration fitted on the val split before EM: auto, ts, bcts, bcts_l2 or none
+n_resamples = 500       # resamples of the prior intervals: one EM each (~3 s for 500 at 10,000 x 10; fewer for 1,000 classes)
 shift_seed = 0          # seed of the per-class shuffle
 splits_dir = ""         # large benchmarks: folder of the shift lists, empty for the shipped ones
 test_list = ""          # large benchmarks: test list in prediction order, empty uses the run test list
@@ -41,10 +44,11 @@ interactive = False     # True in live JupyterLab: dropdowns redraw from the cac
 # %matplotlib inline
 from IPython.display import display
 
-from ltlab.reports import analysis
+from ltlab.reports import analysis, shift_report
 from ltlab.evaluation import shift
 from ltlab import viz
 from ltlab.interactive import widgets
+from ltlab.viz import label_shift
 
 run = analysis.open_run(run_dir)
 test = widgets.predictions(run, "test")
@@ -52,10 +56,10 @@ logits, labels, counts = test["logits"], test["labels"], test["train_counts"]
 dataset = run.config["dataset"]
 src = widgets.source_counts(run, source_prior)
 cal = widgets.em_calibration(run, em_calibration, source_prior)   # an error without val unless 'none'
+val = widgets.predictions(run, "val") if widgets.has_split(run, "val") else None
 subsets = shift.subsets_for_run(run.config, labels, splits_dir, test_list)   # None: CIFAR-style
 print(f"{run.path}: method {run.config['method']}, dataset {dataset}; source prior {source_prior} "
-      f"(head/tail {src.max() / src.min():.3g}); EM calibration {cal.method}: T = {cal.temperature:.3g}, "
-      f"bias range {cal.bias.max() - cal.bias.min():.3g}")
+      f"(head/tail {src.max() / src.min():.3g})\nEM calibration: {cal.describe()}")
 
 # %%
 table = shift.shift_table(logits, labels, counts, seed=shift_seed, source_counts=src, calibration=cal,
@@ -74,8 +78,60 @@ viz.accuracy_across_shifts(table[["none", "known", "em"]].rename(
 
 # %%
 cals = {m: widgets.em_calibration(run, m, source_prior)
-        for m in ("bcts", "ts", "none") if m == "none" or widgets.has_split(run, "val")}
+        for m in ("ts", "bcts", "bcts_l2", "none") if m == "none" or val is not None}
 widgets.percent_table(shift.em_tv_table(logits, labels, cals, seed=shift_seed, subsets=subsets))
+
+# %% [markdown]
+# ## How sure is the estimated prior
+#
+# Percentile bootstrap intervals on EM's estimate: the unlabeled test images are resampled, and
+# so are the val images the calibration was fitted on (stratified by class, the calibration
+# refitted on each resample), so the interval holds the calibration's noise too. Per
+# distribution: EM's total variation (TV) to the true prior with its interval, and how many
+# classes' intervals contain their true prior.
+
+# %%
+prior_table = shift_report.prior_interval_table(logits, labels, cal, val, seed=shift_seed, subsets=subsets,
+                                                n_resamples=n_resamples)
+print(prior_table.attrs["method"])
+prior_table.round(3)
+
+# %%
+prior_ci = shift_report.prior_intervals(logits, labels, cal, val, shift_name, seed=shift_seed, subsets=subsets,
+                                        n_resamples=n_resamples)
+display(prior_ci.table())
+label_shift.prior_with_intervals(prior_ci, counts, title=shift_name)
+
+# %% [markdown]
+# Is the calibration EM used really better here than the others, or is the difference noise?
+# Each calibration's TV on `shift_name`, and its difference to the one used, paired over the
+# same test and val resamples.
+
+# %%
+shift_report.calibration_comparison(logits, labels, {cal.label: cal, **cals}, val, shift_name, seed=shift_seed,
+                                    subsets=subsets, n_resamples=n_resamples).round(3)
+
+# %% [markdown]
+# ## Uniform-test accuracy from a label-shifted labelled sample
+#
+# A labelled sample drawn at random from the test set with the class distribution of
+# `shift_name` (as a small labelled pool from a deployment whose classes are mixed that way).
+# Its plain accuracy (naive) says little about the balanced test; importance weighting (ipw),
+# its self-normalised form (snipw) and the doubly robust estimator (dr) reweight it to the
+# uniform distribution (`ltlab.evaluation.reweighting`), with the known sample prior or with
+# the prior EM estimates from the sample's logits (re-estimated on each resample; a bias of
+# the calibration is not in that interval, and on backward-shifted samples it showed:
+# docs/results.md). Truth: the full test set. `*`: the interval misses the truth.
+
+# %%
+sample_table = shift_report.biased_sample_table(logits, labels, counts, cal, shift_name, seed=shift_seed,
+                                                subsets=subsets)
+print(f"{sample_table.attrs['sample']}; EM-estimated prior at TV {sample_table.attrs['em_tv']:.3f} "
+      f"({sample_table.attrs['em_status']})")
+shift_report.format_sample_table(sample_table)   # %, 95% interval
+
+# %%
+label_shift.estimates_vs_truth(sample_table)
 
 # %% [markdown]
 # ## Per group (class mean by training counts)
