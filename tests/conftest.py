@@ -17,7 +17,8 @@ CIFAR10_ZIP = SHARED / "data" / "cifar10" / "cifar10-jpeg.zip"
 # two xdist workers (--dist loadfile --no-loadscope-reorder: xdist would otherwise sort files by
 # test count) do not end on one long file while the other idles.
 SLOW_FIRST = ("test_reliability", "test_methods_e2e", "test_distributed", "test_real_data", "test_slurm",
-              "test_compile", "test_batch", "test_schedule", "test_browser", "test_widgets", "test_wheel")
+              "test_compile", "test_batch", "test_heldout_fits", "test_keys_reach", "test_schedule", "test_browser",
+              "test_widgets", "test_wheel", "test_loop_hooks")
 
 
 def pytest_collection_modifyitems(items):
