@@ -178,10 +178,6 @@ def main(argv=None) -> int:
             from ltlab.training.loop import fit
 
             cfg = config_mod.load(args.config, args.overrides)
-            done = cfg.resolved_run_dir() / "summary.json"
-            if done.is_file() and not (args.resume or args.restart):   # (an archived copy has no checkpoint)
-                raise config_mod.ConfigError(f"run directory '{done.parent}' already holds a finished run "
-                                             "(summary.json): pass --restart to train it again, or another run_dir")
             run_dir = fit(cfg, resume=args.resume, restart=args.restart, force=args.force)
             from ltlab.io import is_main
             if is_main():   # under torchrun, one line, not one per process

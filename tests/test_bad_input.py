@@ -421,14 +421,31 @@ def test_training_into_a_finished_run_needs_restart(tmp_path, capsys):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_the_api_refuses_a_finished_run_too(tmp_path):
+    import ltlab
+    from ltlab.config import ConfigError
+    run = shutil.copytree(_archived_ce(), tmp_path / "done")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        ltlab.fit({"run_dir": str(run), "device": "cpu", "progress": False})
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("how, needle", [
     ("provenance_not_json", "provenance.json' is not valid JSON"),
     ("provenance_a_list", "provenance.json' holds a list"),
+    ("metrics_not_csv", "metrics.csv' has no 'epoch' column"),
+    ("metrics_binary", "metrics.csv' is not a readable CSV"),
 ])
 def test_resume_with_corrupt_files(how, needle, stage1, tmp_path, capsys):
     run = shutil.copytree(stage1, tmp_path / "run")
     (run / "summary.json").unlink()
-    (run / "provenance.json").write_text("{nope" if how == "provenance_not_json" else "[1]")
+    if how.startswith("provenance"):
+        (run / "provenance.json").write_text("{nope" if how == "provenance_not_json" else "[1]")
+    elif how == "metrics_not_csv":
+        (run / "metrics.csv").write_text("hello\nworld\n")
+    else:
+        (run / "metrics.csv").write_bytes(b"\xff\xfe\x00\x01")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     code = main(["train", f"data_root={cfg['data_root']}", "dataset=folder", f"run_dir={run}", *FAST, "--resume"])
     err = capsys.readouterr().err
@@ -446,6 +463,8 @@ def _files(tmp_path):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00\x01")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01lr: 1")
+    (tmp_path / "twice.yaml").write_text("lr: 0.1\nepochs: 3\nlr: 0.2\n")
     (tmp_path / "empty_dir").mkdir()
     for nb in ("nb_not_json", "nb_list", "nb_cells", "nb_empty"):
         (tmp_path / f"exp_{nb}.yaml").write_text(yaml.safe_dump({"name": "t", "notebook": str(tmp_path / f"{nb}.ipynb")}))
@@ -460,6 +479,10 @@ FILE_CASES = [
     ("train -c a scalar", ["train", "-c", "T/scalar.yaml"], "must hold a mapping of key: value, got int"),
     ("train -c extra as a list", ["train", "-c", "T/extra_list.yaml"],
      "config key 'extra' = [1] (list) in 'T/extra_list.yaml': expected a mapping"),
+    ("train -c binary", ["train", "-c", "T/binary.yaml"], "config file 'T/binary.yaml' is not text (UTF-8)"),
+    ("train -c a key twice", ["train", "-c", "T/twice.yaml"], "key 'lr' appears twice (line 3)"),
+    ("batch binary", ["batch", "T/binary.yaml"], "config file 'T/binary.yaml' is not text (UTF-8)"),
+    ("batch a key twice", ["batch", "T/twice.yaml"], "key 'lr' appears twice (line 3)"),
     ("batch: notebook not JSON", ["batch", "T/exp_nb_not_json.yaml"], "is not a readable Jupyter notebook (NotJSONError"),
     ("batch: notebook a list", ["batch", "T/exp_nb_list.yaml"], "is not a readable Jupyter notebook"),
     ("batch: notebook cells a number", ["batch", "T/exp_nb_cells.yaml"], "is not a readable Jupyter notebook"),

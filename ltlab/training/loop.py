@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from ltlab.config import ConfigError, RunConfig
 from ltlab.data import build_data
 from ltlab.evaluation.metrics import balanced_accuracy, ece_from_logits, top1
-from ltlab.evaluation.run_dir import is_finished
+from ltlab.evaluation.run_dir import is_finished, read_metrics, read_yaml
 from ltlab.io import atomic_write_text, is_main
 from ltlab.methods import METHODS, resolve
 from ltlab.models import load_weights
@@ -207,7 +206,7 @@ def config_diff(a: dict, b: dict, ignore=("epochs", "eval_every", "progress", "d
 def _truncate_metrics(path: Path, last_epoch: int):
     """Keep metrics.csv rows up to the checkpoint's epoch (rows written after it are replayed)."""
     if path.exists():
-        df = pd.read_csv(path)
+        df = read_metrics(path)
         df = df[df["epoch"] <= last_epoch]
         atomic_write_text(path, df.to_csv(index=False))
 
@@ -251,7 +250,7 @@ def train_own_stage1(cfg: RunConfig, *, resume: bool = False) -> RunConfig:
         D.log(f"{cfg.method} plan: stage two ({cfg.sampler} sampler) -> "
               f"{cfg.resolved_run_dir()}: {schedule.describe(cfg)}")
     if is_finished(s1_dir):
-        saved = yaml.safe_load((s1_dir / "config.yaml").read_text())
+        saved = read_yaml(s1_dir / "config.yaml")
         # unlike a resume, a reused stage one must match in epochs too
         diff = config_diff(saved, s1.to_dict(), ignore=("eval_every", "progress", "device", "run_dir", "compile"))
         if diff:
@@ -280,6 +279,9 @@ def _fit(cfg: RunConfig, ctx: D.Context, *, resume: bool, restart: bool, force: 
         for f in (run_dir / "predictions").glob("*.npz"):
             f.unlink()
     D.barrier()   # no process may look at the run directory before rank 0 has cleared it
+    if (run_dir / "summary.json").exists() and not (resume or restart):   # an archived copy has no checkpoint
+        raise ConfigError(f"run directory '{run_dir}' already holds a finished run (summary.json): pass --restart "
+                          "to train it again, or another run_dir")
     if ckpt_path.exists() and not resume:
         raise ConfigError(
             f"run directory '{run_dir}' already holds a run; pass --resume to continue it or --restart to start over")
