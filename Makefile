@@ -41,7 +41,7 @@ test: $(STAMP)
 # mutation testing of the numeric core (metrics, failure, scores, post-hoc, calibration + EM, intervals,
 # losses, samplers, schedule): mutmut 3 on a copy of ltlab/ and tests/ in $TMPDIR (the sources here
 # are never edited), each mutant against the unit tests that reach its function, two workers;
-# report in experiments/mutants/, how to read it and the wall time in docs/mutation-testing.md
+# report, how to read it and the wall time in experiments/mutants/README.md (docs/developing.md)
 .PHONY: mutants
 MUTANT_JOBS ?= 2
 mutants: $(STAMP)

@@ -1,4 +1,4 @@
-"""Mutation testing of the numeric core with mutmut 3 (`make mutants`; docs/mutation-testing.md).
+"""Mutation testing of the numeric core with mutmut 3 (`make mutants`; experiments/mutants/README.md).
 
 mutmut copies the package into ``mutants/`` (it never edits the sources in place) and needs its
 config in a setup.cfg or pyproject.toml of the directory it runs in. This script keeps both out of
@@ -58,7 +58,7 @@ MODULES = {
     "ltlab/config/epochs.py": ["tests/test_schedule.py", "tests/test_mutants_schedule.py"],
 }
 # outside the default pass (about 1,300 more mutants, +10 min on 2 cores), run with --only:
-# measured once, not yet worked through (docs/mutation-testing.md)
+# measured once, not yet worked through (experiments/mutants/README.md)
 EXTRA = {
     "ltlab/evaluation/intervals.py": ["tests/test_intervals.py"],
     "ltlab/evaluation/paired.py": ["tests/test_paired.py"],

@@ -42,7 +42,7 @@ def test_fit_bcts_is_stationary_with_centred_biases_and_its_nll():
     want = -log_softmax(f / t + b, axis=1)[np.arange(len(y)), y].mean()
     assert nll == pytest.approx(want, rel=1e-10)
     # a start (T, b) reaches the same minimum
-    t2, b2, _ = CF.fit_bcts(f, y, init=(2.0, np.linspace(-1, 1, 4)))
+    t2, b2, _ = CF.fit_bcts(f, y, init=(2.0, np.arange(1.0, 5.0)))     # a start with biases of mean 2.5
     assert t2 == pytest.approx(t, rel=1e-4)
     np.testing.assert_allclose(b2, b, atol=1e-4)
 
@@ -82,7 +82,7 @@ def test_fit_bcts_l2_is_the_map_fit(sigma):
 
 def test_fit_bcts_l2_checks_sigma():
     f, y = _val()
-    with pytest.raises(ValueError, match="bcts_l2's sigma must be > 0, got 0"):
+    with pytest.raises(ValueError, match="^bcts_l2's sigma must be > 0, got 0$"):
         CF.fit_bcts_l2(f, y, [1, 1, 1, 1], sigma=0)
 
 
@@ -110,7 +110,7 @@ def test_ts_calibration_weights_by_pi_over_q_val():
     assert cal.temperature == pytest.approx(CF.fit_weighted_temperature(f, y, pi[y] / q[y]), rel=1e-12)
     want_nll = -log_softmax(f / cal.temperature, axis=1)[np.arange(len(y)), y].mean()
     assert cal.val_nll == pytest.approx(want_nll, rel=1e-12)
-    with pytest.raises(ValueError, match="calibration 'ts' needs a positive model prior for every class"):
+    with pytest.raises(ValueError, match="^calibration 'ts' needs a positive model prior for every class$"):
         CE.fit_calibration("ts", f, y, [50, 30, 15, 0])
 
 
@@ -128,14 +128,14 @@ def test_fit_calibration_none_and_argument_checks():
     cal = CE.fit_calibration("none", model_prior=[3, 1])
     assert (cal.method, cal.temperature) == ("none", 1.0)
     np.testing.assert_allclose(cal.source_prior, [0.75, 0.25])
-    with pytest.raises(ValueError, match=r"calibration 'none' needs the model prior \(the prior the logits encode\)"):
+    with pytest.raises(ValueError, match=r"^calibration 'none' needs the model prior \(the prior the logits encode\)$"):
         CE.fit_calibration("none")
     f, y = _val()
     for kw in ({"val_logits": f}, {"val_labels": y}):
-        with pytest.raises(ValueError, match="calibration 'ts' needs a validation split .*pass calibration 'none' "
-                                             "to run EM on the uncalibrated logits"):
+        with pytest.raises(ValueError, match="^calibration 'ts' needs a validation split .*pass calibration 'none' "
+                                             "to run EM on the uncalibrated logits$"):
             CE.fit_calibration("ts", model_prior=[1, 1, 1, 1], **kw)
-    with pytest.raises(TypeError, match="n_folds, seed: options of calibration 'auto' only"):
+    with pytest.raises(TypeError, match="^n_folds, seed: options of calibration 'auto' only$"):
         CE.fit_calibration("ts", f, y, [1, 1, 1, 1], n_folds=3, seed=1)
 
 
@@ -198,3 +198,38 @@ def test_estimate_prior_passes_tol_and_collapse_ratio():
     ratio = res.perplexity / res.reference_perplexity
     assert CE.estimate_prior(z, cal, collapse_ratio=ratio * 0.99).status == CE.STATUS_OK
     assert CE.estimate_prior(z, cal, collapse_ratio=ratio * 1.01).status == CE.STATUS_COLLAPSED
+
+
+def test_fit_bcts_l2_with_a_given_val_prior_and_an_absent_class():
+    f, y = _val(5, n_per=10)
+    counts = np.array([40, 20, 10, 5])
+    vp = np.array([0.1, 0.2, 0.3, 0.4])                  # not the labels' frequencies
+    ridge = 1.0 / len(y)
+    offset = np.log(vp) - np.log(counts / counts.sum())
+    t, b, obj = CF.fit_bcts_l2(f, y, counts, 1.0, val_prior=vp)
+    ref = minimize(_bcts_l2_objective, np.r_[1.0, np.zeros(4)], args=(f, y, offset, ridge), method="BFGS",
+                   options={"gtol": 1e-10})
+    assert 1.0 / t == pytest.approx(ref.x[0], rel=1e-4)
+    np.testing.assert_allclose(b, ref.x[1:], atol=1e-4)
+    # the last class has no val label: its bias is held by the penalty, everything stays finite
+    keep = y < 3
+    t3, b3, obj3 = CF.fit_bcts_l2(f[keep], y[keep], counts, 1.0)
+    assert np.isfinite([t3, obj3]).all() and np.isfinite(b3).all() and b3.shape == (4,)
+
+
+def test_fit_method_needs_the_model_prior():
+    f, y = _val()
+    with pytest.raises(ValueError, match="^calibration 'ts' needs the model prior \\(the prior the logits encode\\)$"):
+        CF.fit_method("ts", f, y, None)
+
+
+def test_describe_hand_cases():
+    pi = np.array([0.5, 0.5])
+    assert CF.Calibration("ts", 1.894, np.zeros(2), pi).describe() == "ts (T = 1.89)"
+    assert CF.Calibration("none", 1.0, np.zeros(2), pi).describe() == "none (T = 1)"
+    assert CF.Calibration("bcts", 2.0, np.array([-0.25, 0.5]), pi).describe() == "bcts (T = 2, bias range 0.75)"
+    info = {"cv_nll": {"ts": 0.5411, "bcts_l2": 0.553, "bcts": 0.5634}, "n_folds": 5, "n_repeats": 4, "n_val": 200,
+            "excluded": ["bcts: a class without val images", "x: y"]}
+    assert CF.Calibration("ts", 1.894, np.zeros(2), pi, info=info).describe() == (
+        "ts (T = 1.89), chosen by 5-fold CV NLL (x4) on 200 val images: ts 0.541 vs bcts_l2 0.553 vs bcts 0.563 "
+        "(bcts: a class without val images; x: y)")

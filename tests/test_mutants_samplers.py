@@ -45,16 +45,16 @@ def test_class_balanced_one_sample_blocks_and_a_class_visited_once(seed):
 
 
 def test_class_balanced_epoch_check_message():
-    with pytest.raises(ValueError, match=r"class-balanced epoch 'min': expected one of max, n"):
+    with pytest.raises(ValueError, match=r"^class-balanced epoch 'min': expected one of max, n$"):
         ClassBalancedSampler([0, 1], [1, 1], epoch="min")
 
 
 def test_sampler_extra_checks_messages_and_the_smallest_run():
     cfg = SimpleNamespace(epochs=2, extra={"cb_epoch": "min"})
-    with pytest.raises(ValueError, match=r"extra key 'cb_epoch' = 'min': allowed values are max, n"):
+    with pytest.raises(ValueError, match=r"^extra key 'cb_epoch' = 'min': allowed values are max, n$"):
         check_sampler_extra(cfg)
     cfg = SimpleNamespace(epochs=2, extra={"cb_per_class": 0})
-    with pytest.raises(ValueError, match=r"extra key 'cb_per_class' = 0: must be >= 1"):
+    with pytest.raises(ValueError, match=r"^extra key 'cb_per_class' = 0: must be >= 1$"):
         check_sampler_extra(cfg)
     check_sampler_extra(SimpleNamespace(epochs=2, extra={"cb_per_class": 1}))    # one per visit is allowed
 
@@ -67,14 +67,14 @@ def test_factories_read_defaults_from_a_config_without_extra():
 
 
 def test_class_index_checks():
-    with pytest.raises(ValueError, match="a sampler needs at least one training image"):
+    with pytest.raises(ValueError, match="^a sampler needs at least one training image$"):
         SqrtSampler(np.array([], dtype=np.int64), [0, 0])
     # a single training image is a valid (if degenerate) set
     assert SqrtSampler([0], [1]).indices(1, _gen(0), "cpu").tolist() == [0]
     # a trailing class without images is fine
     assert len(SqrtSampler([0, 0, 1], [2, 1, 0])) == 3
     # a label equal to the number of classes does not match the counts
-    with pytest.raises(ValueError, match="sampler: train_counts do not match the training labels"):
+    with pytest.raises(ValueError, match="^sampler: train_counts do not match the training labels$"):
         SqrtSampler([0, 1, 2], [1, 1])
 
 
