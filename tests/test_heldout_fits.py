@@ -35,6 +35,7 @@ from ltlab.evaluation.run_dir import compute_summary, load_run
 ARCHIVE = REPO / "experiments" / "results" / "cifar10_lt_if100"
 # modules whose fit_* / choose_* functions fit something (and NCM's centroids, fitted on train)
 FIT_MODULES = ("ltlab.evaluation.posthoc", "ltlab.evaluation.calibrated_em", "ltlab.evaluation.calibration_cv",
+               "ltlab.evaluation.calibration_fit", "ltlab.evaluation.prior_intervals",
                "ltlab.evaluation.posthoc_classifier", "ltlab.evaluation.posthoc_tde", "ltlab.methods.posthoc_la")
 FIT_EXTRA = ("ncm_centroids",)
 PREDICTION_KEYS = ("logits", "labels", "features")
