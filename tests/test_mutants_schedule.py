@@ -54,6 +54,10 @@ def test_warmup_steps_boundaries():
 def test_lr_points_without_warm_up_and_near_the_end():
     cfg = _cfg(epochs=6, milestones=[2, 5], lr_gamma=0.5)
     assert S.lr_points(cfg) == [(1, 0.1), (3, 0.05), (6, 0.025)]
+    # a per-step ramp exactly as long as the warm-up (W = 2 epochs of 2 steps, half the run): the first
+    # logged point is the epoch after the warm-up, with its own lr (before the milestone after epoch 3)
+    ramped = _cfg(epochs=4, warmup_epochs=2, warmup_min_steps=10, milestones=[3])
+    assert S.warmup_steps(ramped, 2) == 4 and S.lr_points(ramped, 2) == [(3, 0.1), (4, pytest.approx(0.01))]
     # a milestone at the last epoch changes nothing inside the run
     assert S.lr_points(_cfg(epochs=4, milestones=[2, 4], lr_gamma=0.5)) == [(1, 0.1), (3, 0.05)]
 
