@@ -227,3 +227,9 @@ def test_intervals_cover_the_truth_in_repeated_test_sets(capsys):
         assert 0.90 <= cover[k] <= 0.98, (k, cover[k])
     # binned ECE is biased upwards on a finite test set, so its percentile interval is not
     # expected to cover (reported above, not asserted)
+
+
+def test_seed_summary_of_equal_values_is_a_point_not_nan():
+    from ltlab.evaluation.intervals import seed_summary
+    s = seed_summary([0.0, 0.0, 0.0])
+    assert s["std"] == 0 and s["ci"] == [0.0, 0.0]

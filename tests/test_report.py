@@ -94,3 +94,19 @@ def test_batch_page(records, tmp_path):
 def test_no_finished_run(tmp_path, records):
     page = report.batch_page({"name": "x", "notebook": "n.ipynb"}, records[-1:], "now")
     assert "No finished run yet" in page and "is not a method" in page
+
+
+def test_batch_page_brackets_say_which_interval(records, tmp_path):
+    """n = 2: the t-interval over seeds (t_1 = 12.71: mean 31.0 +- 12.71 * 1.414 / sqrt 2 = [18.3, 43.7]);
+    n = 1: that run's bootstrap interval from summary.json; a run without one gets no bracket."""
+    from scipy import stats
+    bs = records[2]
+    summary = json.loads((report.Path(bs["run_dir"]) / "summary.json").read_text())
+    (report.Path(bs["run_dir"]) / "summary.json").write_text(json.dumps({**summary, "top1_ci": [0.361, 0.409]}))
+    page = report.batch_page({"name": "b", "notebook": "x"}, records, "now")
+    lead = page[page.index("class='leaderboard'"):page.index("</table>", page.index("class='leaderboard'"))]
+    half = stats.t.ppf(0.975, 1) * np.std([0.30, 0.32], ddof=1) / np.sqrt(2)
+    assert f"31.0 ± 1.4 <small class='ci'>[{100 * (0.31 - half):.1f}, {100 * (0.31 + half):.1f}]</small>" in lead
+    assert "38.5 <small class='ci'>[36.1, 40.9]</small>" in lead       # n = 1: its bootstrap interval
+    assert "29.7</td>" in lead                                          # few: no few_ci in summary.json
+    assert "t-interval of the mean over seeds" in page and "bootstrap interval over test images" in page

@@ -349,7 +349,8 @@ def seed_summary(values, level: float = 0.95, percent: bool = True) -> dict:
     if n == 1:
         return dict(n=1, mean=mean, std=None, ci=None, text="n = 1 (one seed: no spread)")
     std = float(v.std(ddof=1))
-    lo, hi = stats.t.interval(level, df=n - 1, loc=mean, scale=std / math.sqrt(n))
+    # equal values (a few-class accuracy of 0 in every seed): scipy's interval of scale 0 is nan
+    lo, hi = (mean, mean) if std == 0 else stats.t.interval(level, df=n - 1, loc=mean, scale=std / math.sqrt(n))
     s = 100.0 if percent else 1.0
     text = (f"{mean * s:.1f} ± {std * s:.1f} (n = {n} seeds, {level:.0%} t-interval "
             f"[{lo * s:.1f}, {hi * s:.1f}])")

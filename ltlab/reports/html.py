@@ -2,7 +2,8 @@
 
 A batch's records (one per run, as ltlab.reports.batch writes them to <run>.status.json) become:
 one row per configuration (the method and every parameter except the seed) with mean ±
-sample std over seeds and n, in percent with one decimal; a figure of many / medium / few
+sample std over seeds and n, in percent with one decimal, and an interval (t over seeds, or
+one run's bootstrap over test images); a figure of many / medium / few
 accuracy with error bars across configurations; the failed runs with their errors; the
 per-run table one click away; links to every run and analysis report. Each batch also writes
 batch.json (name, date, status counts), from which reports/index.html lists every batch.
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ltlab.evaluation.intervals import seed_summary
 from ltlab.evaluation.run_dir import read_json
 from ltlab.io import atomic_write_json, atomic_write_text
 from ltlab.viz.base import GROUP_COLORS, _figure
@@ -28,6 +30,7 @@ from ltlab.viz.base import GROUP_COLORS, _figure
 # summary.json key -> column header; every one is a fraction shown in percent
 METRICS = {"top1": "top-1", "balanced_acc": "balanced", "many": "many", "medium": "medium", "few": "few",
            "ece": "ECE", "ece_ts": "ECE after TS", "auroc_msp": "AUROC (MSP)"}
+CI_KEY = {"auroc_msp": "auroc"}   # summary.json names the MSP failure AUROC's interval auroc_ci
 NOT_CONFIG = {"seed", "run_dir", "restart"}   # what differs between the seeds of one configuration
 BATCH_FILE = "batch.json"
 
@@ -44,6 +47,22 @@ def _pct(mean, std=None, n=1) -> str:
     if n > 1 and std is not None and np.isfinite(std):
         return f"{100 * mean:.1f} ± {100 * std:.1f}"
     return f"{100 * mean:.1f}"
+
+
+def _bracket(ci) -> str:
+    return "" if ci is None else f" <small class='ci'>[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>"
+
+
+def _group_ci(group: pd.DataFrame, key: str):
+    """n >= 2: the t-interval over seeds; n = 1: the run's own bootstrap interval over test images
+    (summary.json's <metric>_ci; runs from before 2026-12-03 have none)."""
+    values = group[key].dropna().to_numpy(float)
+    if len(values) >= 2:
+        return seed_summary(values)["ci"]
+    if len(group) == 1:
+        ci = group[f"{key}_ci"].iloc[0]
+        return ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+    return None
 
 
 def _reference(value, run_dir: str):
@@ -71,8 +90,10 @@ def runs_frame(records: list) -> pd.DataFrame:
                "cached": bool(r.get("cached")), "seed": r.get("params", {}).get("seed"),
                "config": json.dumps(config_of(r), sort_keys=True, default=str)}
         row.update({k: summary.get(k) for k in METRICS})
+        row.update({f"{k}_ci": summary.get(CI_KEY.get(k, k) + "_ci") for k in METRICS})
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["name", "status", "error", "cached", "seed", "config", *METRICS])
+    df = pd.DataFrame(rows, columns=["name", "status", "error", "cached", "seed", "config", *METRICS,
+                                     *(f"{k}_ci" for k in METRICS)])
     df[list(METRICS)] = df[list(METRICS)].astype(float)
     return df
 
@@ -170,7 +191,8 @@ def leaderboard_html(runs: pd.DataFrame, records: list) -> tuple[str, str]:
     for label, (_, t) in zip(labels, table.iterrows()):
         n = int(t["n"])
         cells = [html.escape(label), str(n)]
-        cells += [_pct(t[f"{k}_mean"], t[f"{k}_std"], n) for k in METRICS]
+        group = runs[(runs["config"] == t["config"]) & (runs["status"] == "ok")]
+        cells += [_pct(t[f"{k}_mean"], t[f"{k}_std"], n) + _bracket(_group_ci(group, k)) for k in METRICS]
         cells.append(", ".join(_run_link(r) for r in by_config[t["config"]]))
         rows.append(cells)
     head = ["configuration", "n", *METRICS.values(), "runs (seed)"]
@@ -199,7 +221,8 @@ def batch_page(spec: dict, records: list, written: str) -> str:
     for r, (_, row) in zip(records, runs.iterrows()):
         status = html.escape(row["status"] + (" (cached)" if row["cached"] else ""))
         per_run.append([html.escape(r["name"]), f"<span class='{html.escape(row['status'])}'>{status}</span>"]
-                       + [_pct(row[k]) for k in METRICS] + [_links(r)])
+                       + [_pct(row[k]) + _bracket(row[f"{k}_ci"] if isinstance(row[f"{k}_ci"], list) else None)
+                          for k in METRICS] + [_links(r)])
     counts = status_counts(records)
     compare = ""
     if spec.get("_compare"):
@@ -217,6 +240,9 @@ def batch_page(spec: dict, records: list, written: str) -> str:
 <code>{html.escape(spec.get('notebook') or 'none: finished runs analysed')}</code>; written {html.escape(written)}.</p>
 <h2>Results by configuration</h2>
 <p>Test split, last epoch. Mean ± sample standard deviation over seeds (n runs), in percent.
+Brackets: with n &ge; 2 seeds, the 95% t-interval of the mean over seeds; with n = 1, no spread
+over seeds exists and the bracket is that run's 95% bootstrap interval over test images
+(stratified by class, 1,000 resamples), the spread of one test set only.
 Many / medium / few: classes with more than 100, 20 to 100, fewer than 20 training images.
 ECE: 15 equal-width bins; after TS: with the temperature fitted on the validation split.
 AUROC (MSP): how well the max softmax probability separates correct from wrong predictions.</p>
