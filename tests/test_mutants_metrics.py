@@ -50,8 +50,10 @@ def test_softmax_family_on_integer_logits():
 
 
 def test_default_binning_is_15_bins_as_torchmetrics():
-    p, y = _underconfident()
-    assert abs(M.ece(p, y, n_bins=5) - M.ece(p, y)) > 1e-3 and abs(M.mce(p, y, 16) - M.mce(p, y)) > 1e-3
+    p, y = _underconfident(3)
+    # this data's errors depend on the binning (5, 15 and 16 bins all differ)
+    assert min(abs(M.ece(p, y, 5) - M.ece(p, y, 15)), abs(M.ece(p, y, 16) - M.ece(p, y, 15)),
+               abs(M.mce(p, y, 16) - M.mce(p, y, 15))) > 1e-3
     assert M.ece(p, y) == pytest.approx(_tm(p, y, 15, "l1"), abs=1e-6)
     assert M.mce(p, y) == pytest.approx(_tm(p, y, 15, "max"), abs=1e-6)
     assert M.rmsce(p, y) == pytest.approx(_tm(p, y, 15, "l2"), abs=1e-6)
