@@ -18,7 +18,7 @@ with a one-line reason and its mutated line; the report marks survivors without 
 not count).
 
     .venv/bin/python scripts/mutants.py                     # all modules, 2 workers
-    .venv/bin/python scripts/mutants.py --only losses.py    # the modules whose path contains it
+    .venv/bin/python scripts/mutants.py --only losses.py    # the modules whose path contains it (report in --scratch)
     .venv/bin/python scripts/mutants.py --report-only       # re-read the last run's results
 """
 from __future__ import annotations
@@ -173,7 +173,9 @@ def report(scratch: Path, modules: dict, wall_s: float | None, command: str) -> 
         rows.append({"module": module, "mutants": total, **{k.replace(" ", "_"): counts[k] for k in COUNTED},
                      "killed_pct": round(100.0 * counts["killed"] / total, 1) if total else None,
                      "justified": just,
-                     "killed_or_justified_pct": round(100.0 * (counts["killed"] + just) / total, 1) if total else None})
+                     # a timeout is a detected mutant too
+                     "killed_or_justified_pct": round(100.0 * (counts["killed"] + counts["timeout"] + just) / total, 1)
+                     if total else None})
     data = {
         "tool": f"mutmut {_mutmut_version()}",
         "command": command,
@@ -202,8 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children (default 2)")
     ap.add_argument("--only", nargs="+", help="modules whose path contains one of these")
     ap.add_argument("--report-only", action="store_true", help="re-read the results in --scratch, run nothing")
-    ap.add_argument("--out", type=Path, default=OUT, help="where report.json/.csv go (default experiments/mutants)")
+    ap.add_argument("--out", type=Path, help="where report.json/.csv go (default experiments/mutants; with --only, "
+                                             "the scratch directory, so a partial run never replaces the full report)")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = a.scratch / "report" if a.only else OUT
     modules = _modules(a.only)
     command = "make mutants" if not a.only else f"scripts/mutants.py --only {' '.join(a.only)}"
     wall = None
