@@ -23,8 +23,9 @@ kernel: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name ltlab --display-name "ltlab"
 
 # the live training on the demo set, then the analysis pages of the archived full-length
-# CIFAR-10-LT runs (experiments/results; no training), two at a time: on 2 cores the demo
-# batch took 322 s with --jobs 2 and 352 s with 1, the archive pages 50 s and 65 s
+# CIFAR-10-LT runs (experiments/results; no training), two at a time (on 2 cores, 2026-12-01: the
+# 40-epoch demo batch 322 s with --jobs 2 and 352 s with 1). 2026-12-04, 30 epochs and CE's pages:
+# 218 s and 63 s, 290 s from a fresh clone with uv's cache warm (scripts/time_make_demo.sh)
 demo: $(STAMP)
 	$(VENV)/bin/ltlab batch experiments/demo.yaml --jobs 2
 	$(VENV)/bin/ltlab batch experiments/demo_archive.yaml --jobs 2
