@@ -92,3 +92,24 @@ def test_precedence_method_defaults_then_yaml_then_key_value(tmp_path):
     (tmp_path / "d.yaml").write_text("method: ce\nweight_decay: 0.003\n")
     tde = load(tmp_path / "d.yaml", ["method=tde"])
     assert tde.method == "tde" and tde.batch_size == 256 and tde.weight_decay == 0.003
+
+
+def test_a_config_saved_before_a_key_existed_reloads_as_saved(monkeypatch):
+    """The archive's stage-two config.yaml files predate warmup_min_steps; with every other key
+    present they are saved configs, not partial ones whose unused keys (milestones under a cosine
+    schedule) would be refused."""
+    import ltlab.methods.stage2 as stage2
+    from ltlab.config import ADDED_LATER
+    from ltlab.methods import METHODS
+    from ltlab.methods.resolve import from_dict
+
+    from conftest import REPO
+    saved = yaml.safe_load((REPO / "experiments/results/cifar10_lt_if100/crt/seed0/config.yaml").read_text())
+    assert "warmup_min_steps" not in saved and set(ADDED_LATER) == {"warmup_min_steps"}
+    monkeypatch.setattr(METHODS["crt"], "check", lambda cfg: None)      # its stage one is not on this machine
+    monkeypatch.setattr(stage2, "read_stage1_config", lambda path: {})
+    cfg = from_dict(saved)
+    assert cfg.schedule == "cosine" and cfg.milestones == [160, 180] and cfg.warmup_min_steps == 100
+    partial = {k: saved[k] for k in ("method", "stage1_run", "schedule", "milestones")}
+    with pytest.raises(ConfigError, match="'milestones' = \\[160, 180\\] is ignored"):
+        from_dict(partial)                                                # typed by a user: refused

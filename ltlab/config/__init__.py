@@ -5,6 +5,7 @@ registries are in ltlab.methods.resolve (``from_dict``, ``load``, ``validate``).
 """
 from ltlab.config.errors import ConfigError
 from ltlab.config.schema import (
+                                 ADDED_LATER,
                                  AMP,
                                  DATASETS,
                                  DEMO_DEFAULTS,
@@ -23,6 +24,6 @@ from ltlab.config.schema import (
                                  validate_fields,
 )
 
-__all__ = ["ConfigError", "RunConfig", "FIELDS", "TYPES", "DATASETS", "DEMO_DEFAULTS", "DEVICES", "SCHEDULES", "PROFILES", "AMP",
+__all__ = ["ADDED_LATER", "ConfigError", "RunConfig", "FIELDS", "TYPES", "DATASETS", "DEMO_DEFAULTS", "DEVICES", "SCHEDULES", "PROFILES", "AMP",
            "VAL_SPLITS", "check_choice", "coerce_value", "load_yaml", "parse_override", "unknown_key",
            "validate_fields"]

@@ -37,6 +37,9 @@ VAL_SPLITS = ("auto", "unused", "carve", "none")
 # 'epochs' is what a user's epochs means for the recipe (MiSLAS: stage one's); a stage-two run on
 # a stage one keeps its recipe's own length and its stage one's model.
 DEMO_DEFAULTS = {"model": "resnet8", "epochs": 40}
+# Keys a config.yaml saved before they existed lacks (key: the date it came): such a file still
+# reloads as a saved config (every key present), not as a partial one whose ignored keys are refused.
+ADDED_LATER = {"warmup_min_steps": "2026-12-04"}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltlab.config import (  # noqa: F401
+    ADDED_LATER,
     DEMO_DEFAULTS,
     FIELDS,
     TYPES,
@@ -72,7 +73,7 @@ def from_dict(d: dict | None = None, **overrides) -> RunConfig:
             raise unknown_key(key)
         values[key] = coerce_value(key, value, TYPES[key])
     cfg = validate(RunConfig(**values))
-    if set(FIELDS) - set(user) - {"extra"}:   # (extra was popped from user above)
+    if set(FIELDS) - set(user) - {"extra"} - set(ADDED_LATER):   # (extra was popped from user above)
         # a partial config is what someone typed: a key it sets that this run ignores is refused; a
         # complete one is a saved config.yaml, whose unused keys hold their defaults by necessity
         check_given(cfg, user, user_extra or {})
