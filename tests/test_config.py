@@ -98,12 +98,12 @@ def test_a_config_saved_before_a_key_existed_reloads_as_saved(monkeypatch):
     """The archive's stage-two config.yaml files predate warmup_min_steps; with every other key
     present they are saved configs, not partial ones whose unused keys (milestones under a cosine
     schedule) would be refused."""
+    from conftest import REPO
+
     import ltlab.methods.stage2 as stage2
     from ltlab.config import ADDED_LATER
     from ltlab.methods import METHODS
     from ltlab.methods.resolve import from_dict
-
-    from conftest import REPO
     saved = yaml.safe_load((REPO / "experiments/results/cifar10_lt_if100/crt/seed0/config.yaml").read_text())
     assert "warmup_min_steps" not in saved and set(ADDED_LATER) == {"warmup_min_steps"}
     monkeypatch.setattr(METHODS["crt"], "check", lambda cfg: None)      # its stage one is not on this machine
