@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -110,3 +111,21 @@ def patch_execute(monkeypatch, fn):
 
     for module in (B, N, R):
         monkeypatch.setattr(module, "execute", fn)
+
+
+def synth_logits(correct, labels, num_classes, rng):
+    """Logits whose argmax is the label exactly where ``correct`` (otherwise another class); correct
+    images get larger margins on average, so MSP separates them (AUROC > 0.5) without being exact.
+    Shared by the interval, paired and reweighting tests."""
+    n = labels.size
+    z = rng.normal(size=(n, num_classes))
+    other = (labels + rng.integers(1, num_classes, size=n)) % num_classes
+    top = np.where(correct, labels, other)
+    z[np.arange(n), top] = z.max(axis=1) + rng.exponential(np.where(correct, 1.5, 0.7))
+    return z
+
+
+def softmax(z):
+    """By hand, independent of ltlab.evaluation.metrics.softmax."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -4,25 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import softmax, synth_logits
 from scipy import stats
 
 from ltlab.evaluation import intervals as I
-
-
-def synth_logits(correct, labels, num_classes, rng):
-    """Logits whose argmax is the label exactly where ``correct`` (otherwise another class); correct
-    images get larger margins on average, so MSP separates them (AUROC > 0.5) without being exact."""
-    n = labels.size
-    z = rng.normal(size=(n, num_classes))
-    other = (labels + rng.integers(1, num_classes, size=n)) % num_classes
-    top = np.where(correct, labels, other)
-    z[np.arange(n), top] = z.max(axis=1) + rng.exponential(np.where(correct, 1.5, 0.7))
-    return z
-
-
-def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def ece_by_hand(probs, labels, n_bins=15):

@@ -1,20 +1,11 @@
 """ltlab.evaluation.paired: paired bootstrap of A - B, McNemar's exact test, paired seeds, verdicts."""
 import numpy as np
 import pytest
+from conftest import synth_logits
 from scipy import stats
 
 from ltlab.evaluation import intervals as I
 from ltlab.evaluation import paired as P
-
-
-def synth_logits(correct, labels, num_classes, rng):
-    """Logits whose argmax is the label exactly where ``correct``."""
-    n = labels.size
-    z = rng.normal(size=(n, num_classes))
-    other = (labels + rng.integers(1, num_classes, size=n)) % num_classes
-    top = np.where(correct, labels, other)
-    z[np.arange(n), top] = z.max(axis=1) + rng.exponential(np.where(correct, 1.5, 0.7))
-    return z
 
 
 def correlated_correct(p_a, p_b, rng, share=0.7):

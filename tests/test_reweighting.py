@@ -2,23 +2,9 @@
 self-normalised IPW, doubly robust), hand cases, double robustness and interval coverage."""
 import numpy as np
 import pytest
+from conftest import softmax, synth_logits
 
 from ltlab.evaluation import reweighting as R
-
-
-def synth_logits(correct, labels, num_classes, rng):
-    """Logits whose argmax is the label exactly where ``correct``."""
-    n = labels.size
-    z = rng.normal(size=(n, num_classes))
-    other = (labels + rng.integers(1, num_classes, size=n)) % num_classes
-    top = np.where(correct, labels, other)
-    z[np.arange(n), top] = z.max(axis=1) + rng.exponential(np.where(correct, 1.5, 0.7))
-    return z
-
-
-def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def table(rows):
