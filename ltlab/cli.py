@@ -185,6 +185,8 @@ def main(argv=None) -> int:
                 for line in check_run(run_dir):
                     print(f"ltlab: warning: {line}", file=sys.stderr)
                 print(run_dir)
+            from ltlab.training.distributed import exit_worker
+            exit_worker(0)   # a torchrun worker on gloo ends here (its docstring); otherwise a no-op
         elif args.command == "eval":
             from ltlab.evaluation.run_dir import compute_summary, interval_fields, load_run
             from ltlab.io import atomic_write_json

@@ -214,6 +214,7 @@ WORKER = textwrap.dedent('''
     with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:   # one file each: stdout lines interleave
         json.dump(res, f)
     D.destroy(ctx)
+    D.exit_worker(0)   # as `ltlab train` ends a gloo worker (distributed.exit_worker)
 ''')
 
 

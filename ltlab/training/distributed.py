@@ -20,6 +20,7 @@ duplicates instead).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -87,16 +88,40 @@ def setup(device: torch.device) -> Context:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+            global _GLOO_CREATED
+            _GLOO_CREATED = True
         created = True
     return Context(rank=rank, local_rank=local, world=world, device=device, created=created)
 
 
 def destroy(ctx: Context) -> None:
     if ctx.created and dist.is_initialized():
-        # every rank leaves together: a gloo rank that tore its group down while a peer was still
-        # finishing aborted once in CI-like load ("terminate called without an active exception")
-        dist.barrier()
+        dist.barrier()   # every rank leaves together
         dist.destroy_process_group()
+
+
+# torch 2.14's DDP keeps its gloo group alive past destroy_process_group: after a DDP backward,
+# `del` and gc.collect(), the group's three threads (gloo_tcp_loop, pt_gloo_runloop x2) still run
+# (seen with a 10-line script: DDP(nn.Linear), one backward). The interpreter's teardown then races
+# them, and about 1 exit in 20 under load aborted ("terminate called without an active exception",
+# SIGABRT) after the run had finished, so that torchrun reported the job failed.
+_GLOO_CREATED = False
+
+
+def exit_worker(code: int = 0) -> None:
+    """End a torchrun worker that created a gloo group with os._exit(code), after flushing
+    stdout, stderr and logging: the teardown that can abort is skipped (the note above). A no-op in
+    any other process (one-process runs, CUDA/NCCL, tests that call the CLI in-process). Call it
+    last: atexit handlers do not run, so whatever must reach disk is written and closed before
+    (ltlab writes its files atomically and closes them in fit)."""
+    if not _GLOO_CREATED:
+        return
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier() -> None:
