@@ -155,3 +155,32 @@ def test_em_estimated_sample_prior_is_reestimated_on_each_resample():
         assert est[e, "balanced_acc"]["ci_lo"] != fixed[e, "balanced_acc"]["ci_lo"]
     with pytest.raises(ValueError, match="not both"):
         R.estimate_target_accuracy(z, y, q, em_calibration=cal)
+
+
+def test_val_resamples_refit_the_calibration_and_widen_the_em_interval():
+    """val_logits / val_labels: the EM calibration is refitted on val resamples, so the interval
+    adds the calibration's noise to the test sample's (wider, same point estimate); refused
+    without em_calibration; every interval lies in [0, 1]."""
+    from ltlab.evaluation import calibrated_em as CE
+
+    rng = np.random.default_rng(8)
+    C = 5
+    prior = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+    acc = np.linspace(0.9, 0.5, C)
+    y = rng.choice(C, size=1500, p=prior)
+    z = synth_logits(rng.random(y.size) < acc[y], y, C, rng)
+    yv = np.repeat(np.arange(C), 12)                       # a small balanced val split
+    zv = synth_logits(rng.random(yv.size) < acc[yv], yv, C, rng)
+    cal = CE.fit_calibration("ts", zv, yv, np.ones(C))
+    args = dict(n_resamples=300, stratified=False, em_calibration=cal, seed=3)
+    fixed = table(R.estimate_target_accuracy(z, y, None, **args))
+    refit = table(R.estimate_target_accuracy(z, y, None, val_logits=zv, val_labels=yv, **args))
+    for e in ("ipw", "snipw", "dr"):
+        f, r = fixed[e, "balanced_acc"], refit[e, "balanced_acc"]
+        assert r["estimate"] == pytest.approx(f["estimate"], abs=1e-12)
+        assert r["ci_hi"] - r["ci_lo"] > f["ci_hi"] - f["ci_lo"]
+        assert 0.0 <= r["ci_lo"] <= r["ci_hi"] <= 1.0
+    with pytest.raises(ValueError, match="em_calibration"):
+        R.estimate_target_accuracy(z, y, prior, val_logits=zv, val_labels=yv)
+    with pytest.raises(ValueError, match="without val_labels"):
+        R.estimate_target_accuracy(z, y, None, val_logits=zv, **args)

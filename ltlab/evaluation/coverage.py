@@ -20,7 +20,11 @@ does not know about, and so over-cover):
   forward50 profile; reweighting.draw_shifted_sample), the estimators given that prior; the
   truth is the population's balanced and group accuracy (a uniform target). With
   ``calibration`` given, the same with the prior EM estimates from the sample (re-estimated on
-  each resample; its bias, if the calibration is off, is not in the interval).
+  each resample; its bias, if the calibration is off, is not in the interval). With
+  ``em_method`` instead (``reweighting_em_refit``), every draw also draws a val sample of
+  ``val_per_class`` images a class from the val population (``val``, or the population itself),
+  fits that calibration method on it ('auto' included), and the interval refits the calibration
+  on val resamples: the repeated experiment is then the whole one a user runs, val split included.
 
 Everything is seeded: draw d uses seed ``seed + d`` for its sample and its resamples.
 """
@@ -65,14 +69,19 @@ def _truth_target(logits, labels, train_counts) -> dict:
 
 def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_prior=None, draws: int = 200,
                       fraction: float = 0.05, shifted_n: int = 2000, n_resamples: int = 200, level: float = 0.95,
-                      seed: int = 0, temperature: float = 1.0, calibration: CE.Calibration | None = None) -> dict:
+                      seed: int = 0, temperature: float = 1.0, calibration: CE.Calibration | None = None,
+                      em_method: str | None = None, model_prior=None, val=None, val_per_class: int = 20) -> dict:
     """Coverage of the nominal ``level`` intervals over ``draws`` samples of a run's predictions.
 
     ``other_logits``: a second run on the same test images (the paired comparison is A = this run,
     B = other); ``shift_prior`` (C,): the class distribution of the reweighting samples (None
     skips them); ``temperature``: dr's outcome model; ``calibration``: adds the estimated-prior
-    reweighting. Returns {"single": {metric: rate}, "paired": {...}, "reweighting": {"<estimator>
-    <target>": rate}, "reweighting_em": {...}, "width": {same keys: mean interval width},
+    reweighting with that calibration held fixed; ``em_method`` (with ``model_prior``, the prior
+    the logits encode; ``val`` = (logits, labels) of a val population, default this one): adds it
+    with a calibration fitted on each draw's val sample and refitted within the interval.
+    Returns {"single": {metric: rate}, "paired": {...}, "reweighting": {"<estimator>
+    <target>": rate}, "reweighting_em": {...}, "reweighting_em_refit": {...},
+    "width": {same keys: mean interval width},
     "truth": {...}, "draws", "level", "not_checked"} (absent parts omitted).
     """
     z = np.asarray(logits, dtype=np.float32)
@@ -85,6 +94,11 @@ def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_
     if shift_prior is not None:
         truth["reweighting"] = _truth_target(z, y, train_counts)
 
+    if em_method is not None:
+        if shift_prior is None or model_prior is None:
+            raise ValueError("em_method needs shift_prior and model_prior")
+        zv, yv = (z, y) if val is None else (np.asarray(val[0], dtype=np.float32),
+                                             np.asarray(val[1]).astype(np.int64).ravel())
     hits: dict = {}
     widths: dict = {}
 
@@ -107,14 +121,19 @@ def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_
                 record("paired", k, out[k]["ci"], truth["paired"][k])
         if shift_prior is not None:
             sidx = R.draw_shifted_sample(y, shift_prior, shifted_n, seed=int(rng.integers(2**31)))
-            priors = {"reweighting": (shift_prior, None)}
+            priors = {"reweighting": (shift_prior, None, None)}
             if calibration is not None:
-                priors["reweighting_em"] = (None, calibration)
-            for part, (prior, em_cal) in priors.items():
+                priors["reweighting_em"] = (None, calibration, None)
+            if em_method is not None:
+                vidx = np.concatenate([rng.choice(np.flatnonzero(yv == k), val_per_class) for k in np.unique(yv)])
+                cal_d = CE.fit_calibration(em_method, zv[vidx], yv[vidx], model_prior)
+                priors["reweighting_em_refit"] = (None, cal_d, vidx)
+            for part, (prior, em_cal, vidx) in priors.items():
+                val_kw = {} if vidx is None else dict(val_logits=zv[vidx], val_labels=yv[vidx])
                 for r in R.estimate_target_accuracy(z[sidx], y[sidx], prior, temperature=temperature,
                                                     train_counts=train_counts, n_resamples=n_resamples,
                                                     seed=seed + d, level=level, stratified=False,
-                                                    em_calibration=em_cal):
+                                                    em_calibration=em_cal, **val_kw):
                     ci = None if r["ci_lo"] is None else [r["ci_lo"], r["ci_hi"]]
                     record(part, f"{r['estimator']} {r['target']}", ci, truth["reweighting"].get(r["target"]))
     out = {part: {k: float(np.mean(v)) for k, v in h.items()} for part, h in hits.items()}

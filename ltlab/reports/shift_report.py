@@ -111,7 +111,7 @@ def true_accuracies(logits, labels, train_counts) -> dict:
 
 def biased_sample_table(logits, labels, train_counts, calibration: CE.Calibration, shift_name: str = "forward50",
                         n: int | None = None, seed: int = 0, subsets: dict | None = None,
-                        n_resamples: int = 1000, level: float = 0.95) -> pd.DataFrame:
+                        n_resamples: int = 1000, level: float = 0.95, val=None) -> pd.DataFrame:
     """Uniform-test accuracy estimated from a labelled sample drawn with a label shift, against
     the truth.
 
@@ -121,7 +121,9 @@ def biased_sample_table(logits, labels, train_counts, calibration: CE.Calibratio
     (naive, ipw, snipw, dr; labels drawn at random, so i.i.d. resampling) is run twice:
     with the known s ("known prior") and with s estimated by EM from the sample's logits alone
     ("EM-estimated prior", estimated again on each resample, so its interval carries the
-    estimate's noise). dr's outcome model uses the calibration's temperature. Truth: the
+    estimate's noise; with ``val``, the run's val predictions, the calibration is refitted on val
+    resamples too, so it carries the calibration's noise). dr's outcome model uses the
+    calibration's temperature. Truth: the
     full test set's balanced and per-group accuracy (:func:`true_accuracies`).
 
     Rows: weights, estimator, target, estimate, ci_lo, ci_hi, truth, error, covered.
@@ -135,11 +137,13 @@ def biased_sample_table(logits, labels, train_counts, calibration: CE.Calibratio
     idx = R.draw_shifted_sample(y, s, sub.size if n is None else n, seed=seed)
     em = CE.estimate_prior(z[idx], calibration)
     truth = true_accuracies(z, y, train_counts)
+    zv, yv = _val_arrays(val)
     rows = []
     for weights, prior, em_cal in (("known prior", s, None), ("EM-estimated prior", None, calibration)):
+        val_kw = dict(val_logits=zv, val_labels=yv) if em_cal is not None and zv is not None else {}
         for r in R.estimate_target_accuracy(z[idx], y[idx], prior, temperature=calibration.temperature,
                                             train_counts=train_counts, n_resamples=n_resamples, seed=seed,
-                                            level=level, stratified=False, em_calibration=em_cal):
+                                            level=level, stratified=False, em_calibration=em_cal, **val_kw):
             t = truth.get(r["target"])
             est, lo, hi = r["estimate"], r["ci_lo"], r["ci_hi"]
             rows.append({"weights": weights, **r, "truth": t,

@@ -119,13 +119,13 @@ shift_report.calibration_comparison(logits, labels, {cal.label: cal, **cals}, va
 # Its plain accuracy (naive) says little about the balanced test; importance weighting (ipw),
 # its self-normalised form (snipw) and the doubly robust estimator (dr) reweight it to the
 # uniform distribution (`ltlab.evaluation.reweighting`), with the known sample prior or with
-# the prior EM estimates from the sample's logits (re-estimated on each resample; a bias of
-# the calibration is not in that interval, and on backward-shifted samples it showed:
-# docs/results.md). Truth: the full test set. `*`: the interval misses the truth.
+# the prior EM estimates from the sample's logits (re-estimated on each resample, with the
+# calibration refitted on val resamples, so the interval carries both noises: docs/results.md).
+# Truth: the full test set. `*`: the interval misses the truth.
 
 # %%
 sample_table = shift_report.biased_sample_table(logits, labels, counts, cal, shift_name, seed=shift_seed,
-                                                subsets=subsets)
+                                                subsets=subsets, val=val)
 print(f"{sample_table.attrs['sample']}; EM-estimated prior at TV {sample_table.attrs['em_tv']:.3f} "
       f"({sample_table.attrs['em_status']})")
 shift_report.format_sample_table(sample_table)   # %, 95% interval
