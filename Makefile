@@ -7,13 +7,17 @@ STAMP := $(VENV)/.ltlab-installed
 
 # uv installs the ~160 packages instead of pip (pip only fetches uv itself): 10 s with a warm cache,
 # 39 s with an empty one, where pip took 128 s (docs/performance.md).
+# --compile-bytecode: uv does not write .pyc files by default (pip does), and where
+# PYTHONDONTWRITEBYTECODE is set (this machine) no import ever writes them either, so every process
+# compiled torch, pandas and scipy from source again: 8.6 s to import what a notebook kernel imports,
+# 3.5 s with the .pyc files (2026-12-04, docs/performance.md); make demo starts 12 such processes.
 # uv does not read pip's configuration, so the constraints pip would apply on this machine
 # (PIP_CONSTRAINT or pip.conf's global.constraint) are passed on: both install the same releases.
 PIP_CONSTRAINTS := $(strip $(or $(PIP_CONSTRAINT),$(shell python3 -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'$$/\1/p")))
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip install -q --python $(PY) $(foreach c,$(PIP_CONSTRAINTS),--constraint $(c)) -e ".[dev]"
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(foreach c,$(PIP_CONSTRAINTS),--constraint $(c)) -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name ltlab --display-name "ltlab" >/dev/null
 	touch $(STAMP)
 
