@@ -28,8 +28,9 @@ kernel: $(STAMP)
 
 # the live training on the demo set, then the analysis pages of the archived full-length
 # CIFAR-10-LT runs (experiments/results; no training), two at a time (on 2 cores, 2026-12-01: the
-# 40-epoch demo batch 322 s with --jobs 2 and 352 s with 1). 2026-12-04, 30 epochs and CE's pages:
-# 218 s and 63 s, 290 s from a fresh clone with uv's cache warm (scripts/time_make_demo.sh)
+# 40-epoch demo batch 322 s with --jobs 2 and 352 s with 1). 2026-12-04, 30 epochs and CE's pages,
+# bytecode compiled at install: 112 s and 28 s, 161 s from a fresh clone with uv's cache warm and
+# 183 s with it empty (scripts/time_make_demo.sh; docs/performance.md)
 demo: $(STAMP)
 	$(VENV)/bin/ltlab batch experiments/demo.yaml --jobs 2
 	$(VENV)/bin/ltlab batch experiments/demo_archive.yaml --jobs 2
