@@ -37,7 +37,8 @@ demo: $(STAMP)
 
 # two xdist workers, each torch on one thread (two 2-thread workers on 2 cores fight over them),
 # in conftest's longest-first file order (xdist's default reorders files by test count, which
-# left the one-test long files for the end); 2 cores: 1168 s where one process took about 1430 s
+# left the one-test long files for the end); 2 cores: 1168 s where one process took about 1430 s;
+# 925 s with the .pyc files (docs/performance.md)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check ltlab tests scripts
