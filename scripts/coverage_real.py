@@ -133,7 +133,8 @@ def main(argv=None):
         Path(args.out).write_text(text)
     for key, r in report.items():
         if isinstance(r, dict) and "single" in r:
-            for part in ("single", "paired", "reweighting", "reweighting_em", "reweighting_em_refit"):
+            for part in ("single", "paired", "reweighting", "reweighting_empirical", "reweighting_em",
+                         "reweighting_em_refit"):
                 if part in r:
                     print(f"{key} | {part} | " + ", ".join(f"{k} {v:.3f}" for k, v in r[part].items()))
     if "em prior" in report:

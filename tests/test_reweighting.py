@@ -184,3 +184,25 @@ def test_val_resamples_refit_the_calibration_and_widen_the_em_interval():
         R.estimate_target_accuracy(z, y, prior, val_logits=zv, val_labels=yv)
     with pytest.raises(ValueError, match="without val_labels"):
         R.estimate_target_accuracy(z, y, None, val_logits=zv, **args)
+
+
+def test_empirical_prior_is_the_poststratified_estimate_resampled():
+    """sample_prior='empirical': the sample's label frequencies, taken again on every resample; the
+    three estimators then equal sum_k t(k) * (class k's sample accuracy), computed here by hand."""
+    rng = np.random.default_rng(11)
+    C = 4
+    y = rng.choice(C, size=800, p=[0.5, 0.3, 0.15, 0.05])
+    z = synth_logits(rng.random(y.size) < np.array([0.9, 0.8, 0.6, 0.4])[y], y, C, rng)
+    correct = z.argmax(1) == y
+    by_hand = np.mean([correct[y == k].mean() for k in range(C)])
+    rows = table(R.estimate_target_accuracy(z, y, "empirical", n_resamples=300, stratified=False, seed=2))
+    fixed = table(R.estimate_target_accuracy(z, y, np.bincount(y, minlength=C), n_resamples=300,
+                                             stratified=False, seed=2))
+    for e in ("ipw", "snipw", "dr"):
+        r = rows[e, "balanced_acc"]
+        assert r["estimate"] == pytest.approx(by_hand, abs=1e-12)
+        assert r["ci_lo"] < by_hand < r["ci_hi"]
+        # the frequencies re-taken per resample: not the interval of the fixed-frequency weights
+        assert (r["ci_lo"], r["ci_hi"]) != (fixed[e, "balanced_acc"]["ci_lo"], fixed[e, "balanced_acc"]["ci_hi"])
+    with pytest.raises(ValueError, match="empirical"):
+        R.estimate_target_accuracy(z, y, "frequencies")

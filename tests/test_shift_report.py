@@ -60,7 +60,7 @@ def test_biased_sample_table_against_the_truth(ce):
     run, test, val, cal = ce
     df = shift_report.biased_sample_table(test["logits"], test["labels"], test["train_counts"], cal,
                                           "forward50", n_resamples=200)
-    assert set(df["weights"]) == {"known prior", "EM-estimated prior"}
+    assert set(df["weights"]) == {"known prior", "label frequencies", "EM-estimated prior"}
     assert set(df["target"]) == {"balanced_acc", "many", "medium"}             # CIFAR-10-LT has no few class
     truth = df.drop_duplicates("target").set_index("target")["truth"]
     for k in ("balanced_acc", "many", "medium"):
@@ -71,6 +71,9 @@ def test_biased_sample_table_against_the_truth(ce):
     assert row.loc[("known prior", "naive", "balanced_acc"), "estimate"] > truth["balanced_acc"] + 0.1
     for e in ("ipw", "snipw", "dr"):
         assert abs(row.loc[("known prior", e, "balanced_acc"), "error"]) < 0.05
+    # the sample's own label frequencies: the three agree, on the post-stratified estimate
+    freq = [row.loc[("label frequencies", e, "balanced_acc"), "estimate"] for e in ("ipw", "snipw", "dr")]
+    assert freq[0] == pytest.approx(freq[1], abs=1e-12) and freq[0] == pytest.approx(freq[2], abs=1e-12)
     assert df.attrs["em_status"] == "ok" and df.attrs["em_tv"] < 0.1 and "2795 images" in df.attrs["sample"]
     text = shift_report.format_sample_table(df)
     assert text.loc[("truth", "full test set"), "balanced_acc"] == f"{100 * truth['balanced_acc']:.1f}"

@@ -18,7 +18,8 @@ does not know about, and so over-cover):
   finite sample, so an interval around it does not aim at the population ECE;
 * reweighting: ``shifted_n`` images drawn with the class distribution ``shift_prior`` (e.g. a
   forward50 profile; reweighting.draw_shifted_sample), the estimators given that prior; the
-  truth is the population's balanced and group accuracy (a uniform target). With
+  truth is the population's balanced and group accuracy (a uniform target); the same with the
+  sample's own label frequencies as its prior (``reweighting_empirical``). With
   ``calibration`` given, the same with the prior EM estimates from the sample (re-estimated on
   each resample; its bias, if the calibration is off, is not in the interval). With
   ``em_method`` instead (``reweighting_em_refit``), every draw also draws a val sample of
@@ -80,7 +81,7 @@ def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_
     the logits encode; ``val`` = (logits, labels) of a val population, default this one): adds it
     with a calibration fitted on each draw's val sample and refitted within the interval.
     Returns {"single": {metric: rate}, "paired": {...}, "reweighting": {"<estimator>
-    <target>": rate}, "reweighting_em": {...}, "reweighting_em_refit": {...},
+    <target>": rate}, "reweighting_empirical": {...}, "reweighting_em": {...}, "reweighting_em_refit": {...},
     "width": {same keys: mean interval width},
     "truth": {...}, "draws", "level", "not_checked"} (absent parts omitted).
     """
@@ -121,7 +122,7 @@ def simulate_coverage(logits, labels, train_counts, other_logits=None, *, shift_
                 record("paired", k, out[k]["ci"], truth["paired"][k])
         if shift_prior is not None:
             sidx = R.draw_shifted_sample(y, shift_prior, shifted_n, seed=int(rng.integers(2**31)))
-            priors = {"reweighting": (shift_prior, None, None)}
+            priors = {"reweighting": (shift_prior, None, None), "reweighting_empirical": ("empirical", None, None)}
             if calibration is not None:
                 priors["reweighting_em"] = (None, calibration, None)
             if em_method is not None:

@@ -155,7 +155,10 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
     ``train_counts``, the many / medium / few accuracies, by each of naive, ipw, snipw and dr.
 
     ``sample_prior`` (C,): the class distribution the sample was drawn from (known or estimated;
-    normalised here). ``target_prior`` (C,): default uniform. ``temperature``: fitted on
+    normalised here); ``"empirical"``: the sample's own label frequencies n_k / n, the maximum-
+    likelihood estimate of that distribution when the labels were drawn at random from it, taken
+    again on every resample (then ipw = snipw = dr = the post-stratified estimate
+    sum_k t(k) * (sample accuracy of class k): the module docstring's last point). ``target_prior`` (C,): default uniform. ``temperature``: fitted on
     validation; it only affects dr's outcome model. Returns rows
     {estimator, target, estimate, ci_lo, ci_hi} (fractions; ``pandas.DataFrame(rows)`` for a
     table); target is "balanced_acc" under a uniform target, "target_acc" otherwise, or a group.
@@ -197,7 +200,7 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
             z_sorted = np.asarray(logits, dtype=np.float64)[smp.lay.order]
             block = max(1, BLOCK_ELEMENTS // (z_sorted.size or 1))
 
-        def prior_of(W, first):   # every resample's EM estimate, started from the sample's
+        def prior_of(W, first, N):   # every resample's EM estimate, started from the sample's
             if not refit:
                 return _em_block(post, W, s, em_calibration.source_prior, CE.EM_MAX_ITER, 1e-6)[0]
             out = np.empty((W.shape[0], C))
@@ -208,6 +211,13 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
                 src = np.stack([c.source_prior for c in use])
                 out[a:rows.stop] = _em_block(P, W[a:rows.stop], s, src, CE.EM_MAX_ITER, 1e-6)[0]
             return out
+    elif isinstance(sample_prior, str):
+        if sample_prior != "empirical":
+            raise ValueError(f"sample_prior {sample_prior!r}: a (C,) prior, None with em_calibration, or 'empirical'")
+        s = np.bincount(np.asarray(labels).astype(np.int64).ravel(), minlength=C) / smp.lay.n
+
+        def prior_of(W, first, N):   # each resample's own label frequencies
+            return N / N.sum(axis=1, keepdims=True)
     else:
         s = _prior(sample_prior, C, "sample_prior")
     t = np.full(C, 1.0 / C) if target_prior is None else _prior(target_prior, C, "target_prior")
@@ -238,7 +248,7 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
     for pos in smp.lay.position_chunks(n_resamples, seed, stratified=stratified):
         W = resample_counts(pos, n, dtype=np.float64)
         sums = smp.class_sums(W)
-        s_b = s if prior_of is None else prior_of(W, done)
+        s_b = s if prior_of is None else prior_of(W, done, sums[1])
         done += W.shape[0]
         for name, (t_g, in_g) in plans.items():
             for e, v in _estimates(*sums, t_g, s_b, in_g).items():

@@ -118,8 +118,10 @@ def biased_sample_table(logits, labels, train_counts, calibration: CE.Calibratio
     The sample: ``n`` images (default: as many as the named subset holds) drawn at random from
     the test set with the class distribution s of the named shifted subset
     (reweighting.draw_shifted_sample). Each estimator of reweighting.estimate_target_accuracy
-    (naive, ipw, snipw, dr; labels drawn at random, so i.i.d. resampling) is run twice:
-    with the known s ("known prior") and with s estimated by EM from the sample's logits alone
+    (naive, ipw, snipw, dr; labels drawn at random, so i.i.d. resampling) is run three times:
+    with the known s ("known prior"), with s estimated by the sample's own label frequencies
+    ("label frequencies": ipw = snipw = dr, the post-stratified estimate), and with s estimated
+    by EM from the sample's logits alone
     ("EM-estimated prior", estimated again on each resample, so its interval carries the
     estimate's noise; with ``val``, the run's val predictions, the calibration is refitted on val
     resamples too, so it carries the calibration's noise). dr's outcome model uses the
@@ -139,7 +141,8 @@ def biased_sample_table(logits, labels, train_counts, calibration: CE.Calibratio
     truth = true_accuracies(z, y, train_counts)
     zv, yv = _val_arrays(val)
     rows = []
-    for weights, prior, em_cal in (("known prior", s, None), ("EM-estimated prior", None, calibration)):
+    for weights, prior, em_cal in (("known prior", s, None), ("label frequencies", "empirical", None),
+                                   ("EM-estimated prior", None, calibration)):
         val_kw = dict(val_logits=zv, val_labels=yv) if em_cal is not None and zv is not None else {}
         for r in R.estimate_target_accuracy(z[idx], y[idx], prior, temperature=calibration.temperature,
                                             train_counts=train_counts, n_resamples=n_resamples, seed=seed,

@@ -118,9 +118,11 @@ shift_report.calibration_comparison(logits, labels, {cal.label: cal, **cals}, va
 # `shift_name` (as a small labelled pool from a deployment whose classes are mixed that way).
 # Its plain accuracy (naive) says little about the balanced test; importance weighting (ipw),
 # its self-normalised form (snipw) and the doubly robust estimator (dr) reweight it to the
-# uniform distribution (`ltlab.evaluation.reweighting`), with the known sample prior or with
-# the prior EM estimates from the sample's logits (re-estimated on each resample, with the
-# calibration refitted on val resamples, so the interval carries both noises: docs/results.md).
+# uniform distribution (`ltlab.evaluation.reweighting`), with the known sample prior, with the
+# sample's own label frequencies (then all three are the post-stratified estimate; these
+# intervals covered on forward50 and backward50 samples), or with the prior EM estimates from the
+# sample's logits alone (re-estimated on each resample, the calibration refitted on val
+# resamples; on backward50 samples these intervals under-covered: docs/results.md).
 # Truth: the full test set. `*`: the interval misses the truth.
 
 # %%
