@@ -158,7 +158,8 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
     normalised here); ``"empirical"``: the sample's own label frequencies n_k / n, the maximum-
     likelihood estimate of that distribution when the labels were drawn at random from it, taken
     again on every resample (then ipw = snipw = dr = the post-stratified estimate
-    sum_k t(k) * (sample accuracy of class k): the module docstring's last point). ``target_prior`` (C,): default uniform. ``temperature``: fitted on
+    sum_k t(k) * (sample accuracy of class k): the module docstring's last point).
+    ``target_prior`` (C,): default uniform. ``temperature``: fitted on
     validation; it only affects dr's outcome model. Returns rows
     {estimator, target, estimate, ci_lo, ci_hi} (fractions; ``pandas.DataFrame(rows)`` for a
     table); target is "balanced_acc" under a uniform target, "target_acc" otherwise, or a group.
