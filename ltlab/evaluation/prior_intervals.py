@@ -117,6 +117,26 @@ def _refit(cal: CE.Calibration, zv, yv) -> CE.Calibration:
     return CE.fit_calibration(cal.method, zv, yv, cal.source_prior)
 
 
+def val_refits(calibration: CE.Calibration, val_logits, val_labels, n: int, seed: int) -> list | None:
+    """``calibration``'s method refitted on ``n`` stratified val resamples (seeded), or None when
+    there is nothing to refit (no val split given, or a calibration not fitted on one)."""
+    if val_logits is None or calibration.method not in CE.FITTED:
+        return None
+    if val_labels is None:
+        raise ValueError("val_logits given without val_labels")
+    zv = np.asarray(val_logits, dtype=np.float64)
+    yv = np.asarray(val_labels).astype(np.int64).ravel()
+    return [_refit(calibration, zv[i], yv[i]) for i in stratified_bootstrap_indices(yv, n, seed)]
+
+
+def em_each_calibration(cals: list, z, W, q0, max_iter: int = CE.EM_MAX_ITER, tol: float = 1e-6):
+    """EM for row j of W under calibration cals[j] of logits ``z``: (q (b, C), capped (b,), the
+    stacked posteriors (b, N, C))."""
+    P = np.stack([c.probs(z) for c in cals])
+    q, cap = _em_block(P, W, q0, np.stack([c.source_prior for c in cals]), max_iter, tol)
+    return q, cap, P
+
+
 def em_prior_intervals(test_logits, calibration: CE.Calibration, val_logits=None, val_labels=None,
                        true_prior=None, n_resamples: int = 500, seed: int = 0, level: float = 0.95,
                        max_iter: int = CE.EM_MAX_ITER, tol: float = 1e-6) -> PriorIntervals:
@@ -135,13 +155,8 @@ def em_prior_intervals(test_logits, calibration: CE.Calibration, val_logits=None
     if z.ndim != 2 or z.shape[0] == 0:
         raise ValueError(f"test logits must be (N, C) with N >= 1, got shape {z.shape}")
     N, C = z.shape
-    refit = val_logits is not None and calibration.method in CE.FITTED
-    if refit:
-        if val_labels is None:
-            raise ValueError("val_logits given without val_labels")
-        zv = np.asarray(val_logits, dtype=np.float64)
-        yv = np.asarray(val_labels).astype(np.int64).ravel()
-        val_idx = stratified_bootstrap_indices(yv, n_resamples, seed)
+    cals = val_refits(calibration, val_logits, val_labels, n_resamples, seed)
+    refit = cals is not None
     point = CE.estimate_prior(z, calibration, max_iter=max_iter, tol=tol)
     q_true = None if true_prior is None else np.asarray(true_prior, dtype=np.float64).ravel()
     if q_true is not None:
@@ -161,10 +176,7 @@ def em_prior_intervals(test_logits, calibration: CE.Calibration, val_logits=None
         b = min(block, n_resamples - lo)
         W = resample_counts(rng.integers(0, N, size=(b, N), dtype=np.int32), N, dtype=np.float64)
         if refit:
-            cals = [_refit(calibration, zv[val_idx[j]], yv[val_idx[j]]) for j in range(lo, lo + b)]
-            P = np.stack([c.probs(z) for c in cals])
-            src = np.stack([c.source_prior for c in cals])
-            q, cap = _em_block(P, W, point.prior, src, max_iter, tol)
+            q, cap, P = em_each_calibration(cals[lo:lo + b], z, W, point.prior, max_iter, tol)
             first = np.einsum("bn,bnc->bc", W, P) / N
         else:
             q, cap = _em_block(shared, W, point.prior, calibration.source_prior, max_iter, tol)

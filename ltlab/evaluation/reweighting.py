@@ -69,6 +69,7 @@ from __future__ import annotations
 import numpy as np
 
 from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import prior_intervals as PI
 from ltlab.evaluation.intervals import (
     GROUPS,
     _check_level,
@@ -77,9 +78,7 @@ from ltlab.evaluation.intervals import (
     _softmax_inplace,
     resample_counts,
     shot_groups,
-    stratified_bootstrap_indices,
 )
-from ltlab.evaluation.prior_intervals import BLOCK_ELEMENTS, _em_block, _refit
 
 ESTIMATORS = ("naive", "ipw", "snipw", "dr")
 MAX_REFITS = 200     # distinct calibrations refitted on val resamples (estimate_target_accuracy)
@@ -188,29 +187,20 @@ def estimate_target_accuracy(logits, labels, sample_prior, target_prior=None, te
         post = em_calibration.probs(np.asarray(logits)[smp.lay.order])
         s = CE.estimate_prior(np.asarray(logits), em_calibration).prior
 
-        refit = val_logits is not None and em_calibration.method in CE.FITTED
-        if refit:
-            if val_labels is None:
-                raise ValueError("val_logits given without val_labels")
-            zv = np.asarray(val_logits, dtype=np.float64)
-            yv = np.asarray(val_labels).astype(np.int64).ravel()
-            # at most MAX_REFITS calibrations, resample j taking number j mod MAX_REFITS: a BCTS fit
-            # costs 0.1-0.3 s on 200 val images, and 200 draws of the calibration already trace its spread
-            val_idx = stratified_bootstrap_indices(yv, min(n_resamples, MAX_REFITS), seed + 1)
-            cals = [_refit(em_calibration, zv[i], yv[i]) for i in val_idx]
-            z_sorted = np.asarray(logits, dtype=np.float64)[smp.lay.order]
-            block = max(1, BLOCK_ELEMENTS // (z_sorted.size or 1))
+        # at most MAX_REFITS calibrations, resample j taking number j mod MAX_REFITS: a BCTS fit
+        # costs 0.1-0.3 s on 200 val images, and 200 draws of the calibration already trace its spread
+        cals = PI.val_refits(em_calibration, val_logits, val_labels, min(n_resamples, MAX_REFITS), seed + 1)
+        z_sorted = np.asarray(logits, dtype=np.float64)[smp.lay.order]
+        block = max(1, PI.BLOCK_ELEMENTS // (z_sorted.size or 1))
 
         def prior_of(W, first, N):   # every resample's EM estimate, started from the sample's
-            if not refit:
-                return _em_block(post, W, s, em_calibration.source_prior, CE.EM_MAX_ITER, 1e-6)[0]
+            if cals is None:
+                return PI._em_block(post, W, s, em_calibration.source_prior, CE.EM_MAX_ITER, 1e-6)[0]
             out = np.empty((W.shape[0], C))
             for a in range(0, W.shape[0], block):
                 rows = range(a, min(a + block, W.shape[0]))
                 use = [cals[(first + j) % len(cals)] for j in rows]
-                P = np.stack([c.probs(z_sorted) for c in use])
-                src = np.stack([c.source_prior for c in use])
-                out[a:rows.stop] = _em_block(P, W[a:rows.stop], s, src, CE.EM_MAX_ITER, 1e-6)[0]
+                out[a:rows.stop] = PI.em_each_calibration(use, z_sorted, W[a:rows.stop], s)[0]
             return out
     elif isinstance(sample_prior, str):
         if sample_prior != "empirical":
