@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import calibration_fit as CF
 from ltlab.evaluation import metrics as M
 from ltlab.evaluation.shift import em_tv_table, parse_shift, shift_subset, shift_table
 
@@ -74,6 +75,34 @@ def test_bcts_recovers_planted_temperature_and_biases():
     assert t == pytest.approx(t0, rel=0.08)
     np.testing.assert_allclose(b, b0 - b0.mean(), atol=0.1)
     assert b.mean() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_prior_power_recovers_a_planted_temperature_and_source_prior():
+    """Logits z = T0 (s + gamma0 log pi), s the log-likelihoods of a balanced val split: the fit
+    finds T0 and gamma0; its NLL equals scipy's Nelder-Mead minimum of the same objective."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    counts = np.array([500.0, 200.0, 80.0, 30.0, 10.0])
+    log_pi = np.log(counts / counts.sum())
+    y = np.repeat(np.arange(5), 1500)                           # balanced, as the val split
+    s = rng.normal(scale=2.0, size=(len(y), 5))
+    s[np.arange(len(y)), y] += 2.0                              # informative log-likelihoods
+    t0, g0 = 1.8, 0.4
+    p = M.softmax(s)                                            # the true posterior under the uniform prior
+    y = (p.cumsum(1) > rng.random((len(y), 1))).argmax(1)       # labels drawn from it
+    z = t0 * (s + g0 * log_pi)
+    t, g, nll = CF.fit_prior_power(z, y, counts, val_prior=np.ones(5))
+    assert t == pytest.approx(t0, rel=0.05) and g == pytest.approx(g0, abs=0.08)
+
+    def objective(x):
+        return M.nll(z / x[0] - x[1] * log_pi, y)                # val prior uniform: log q_val is constant
+    ref = minimize(objective, [1.0, 1.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12})
+    assert nll == pytest.approx(ref.fun, abs=1e-7)
+    assert t == pytest.approx(ref.x[0], rel=1e-3) and g == pytest.approx(ref.x[1], abs=1e-3)
+    # logits that already carry the training prior in full (gamma 1) and no scale error
+    t1, g1, _ = CF.fit_prior_power(s + log_pi, y, counts, val_prior=np.ones(5))
+    assert t1 == pytest.approx(1.0, rel=0.05) and g1 == pytest.approx(1.0, abs=0.08)
 
 
 def test_bcts_and_em_match_the_abstention_package():

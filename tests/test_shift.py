@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
+from ltlab.evaluation import metrics as M
 from ltlab.evaluation import posthoc, shift
 from ltlab.evaluation.shift import (
     SHIFTS,
@@ -137,6 +138,9 @@ def test_model_prior_counts():
                                np.ones(3))
     np.testing.assert_allclose(model_prior_counts({"method": "balpoe"}, n, {"balpoe_taus": np.array([0., .5, 1])}),
                                np.sqrt(n))
+    # post-hoc adjustment by tau leaves pi^(1 - tau) in a CE stage one's logits
+    np.testing.assert_allclose(model_prior_counts({"method": "la_posthoc"}, n, {"la_tau": np.array(0.5)}), np.sqrt(n))
+    np.testing.assert_allclose(model_prior_counts({"method": "la_posthoc"}, n, {"la_tau": np.array(1.5)}), n ** -0.5)
     # the correction with the source prior is the posthoc one
     logits = np.random.default_rng(0).normal(size=(5, 3))
     q = np.array([0.2, 0.3, 0.5])
@@ -211,3 +215,32 @@ def test_subsets_for_run_with_a_given_test_list():
     # iNat18 val holds 3 images of each of 8,142 classes; forward2 keeps int(3 * 0.5^(c/8141)) of class c
     assert np.bincount(labels).tolist() == [3] * 8142
     assert len(sub["forward2"]) == sum(int(3 * (1 / 2) ** (c / 8141)) for c in range(8142)) == 12906
+
+
+def test_source_prior_fits_the_val_split_where_there_is_one():
+    """'auto' is the val fit (calibration_fit.fit_prior_power) when a val split is given, the rule
+    by method without one; 'val' without one, or an unknown source, is an error."""
+    from ltlab.evaluation import calibration_fit as CF
+    from ltlab.evaluation.shift import source_prior
+    rng = np.random.default_rng(5)
+    counts = np.array([300.0, 100.0, 30.0, 10.0])
+    s = rng.normal(scale=2.0, size=(4000, 4))
+    yv = (M.softmax(s).cumsum(1) > rng.random((len(s), 1))).argmax(1)   # softmax(s): the balanced posterior
+    zv = 1.5 * (s + 0.2 * np.log(counts / counts.sum()))       # TDE-like: far less than the training prior
+    test = {"train_counts": counts}
+    val = {"logits": zv, "labels": yv}
+    src, how = source_prior({"method": "tde"}, test, val)
+    t, g, _ = CF.fit_prior_power(zv, yv, counts)
+    np.testing.assert_allclose(src, counts ** g)
+    assert g == pytest.approx(0.2, abs=0.1) and "fitted on the val split" in how and f"{g:.2f}" in how
+    np.testing.assert_allclose(source_prior({"method": "tde"}, test, val, "val")[0], src)
+    src_m, how_m = source_prior({"method": "tde"}, test, None)
+    np.testing.assert_array_equal(src_m, counts)
+    assert "by the method's objective" in how_m and "no val split" in how_m
+    np.testing.assert_array_equal(source_prior({"method": "tde"}, test, val, "method")[0], counts)
+    np.testing.assert_array_equal(source_prior({"method": "ce"}, test, val, "uniform")[0], np.ones(4))
+    np.testing.assert_array_equal(source_prior({"method": "ce"}, test, val, "train")[0], counts)
+    with pytest.raises(ValueError, match="needs the run's val split"):
+        source_prior({"method": "ce"}, test, None, "val")
+    with pytest.raises(ValueError, match="source prior 'sideways'"):
+        source_prior({"method": "ce"}, test, val, "sideways")

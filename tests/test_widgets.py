@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ltlab.evaluation import calibrated_em, posthoc, posthoc_tde
+from ltlab.evaluation import calibrated_em, calibration_fit, posthoc, posthoc_tde
 from ltlab.evaluation import metrics as M
 from ltlab.evaluation.run_dir import Run, load_run
 from ltlab.interactive import widgets
@@ -62,13 +62,22 @@ def test_tau_view_at_zero_is_the_plain_classifier_without_bias(run):
 
 
 def test_prior_view_uniform_is_the_balanced_test_set(run):
-    nums = _check(widgets.prior_view(run, "uniform"))
+    nums = _check(widgets.prior_view(run, "uniform", source="method"))
     assert nums["n"] == len(run.predictions()["labels"]) == 1000
     assert nums["none"] == pytest.approx(run.summary["top1"])
-    # CE logits encode the training prior: a uniform target prior is logit adjustment tau = 1
+    # by its objective CE's logits encode the training prior: a uniform target prior is logit
+    # adjustment tau = 1
     p = run.predictions()
     la = posthoc.logit_adjust(p["logits"], p["train_counts"], 1.0).argmax(1)
     assert nums["known"] == pytest.approx(M.top1(la, p["labels"]))
+    # by default the prior is fitted on the run's val split: pi^gamma
+    src, how = widgets.source_prior(run)
+    v = run.predictions("val")
+    _, g, _ = calibration_fit.fit_prior_power(v["logits"], v["labels"], p["train_counts"])
+    np.testing.assert_allclose(src, p["train_counts"].astype(float) ** g)
+    assert "fitted on the val split" in how
+    auto = _check(widgets.prior_view(run, "uniform"))
+    assert auto["known"] == pytest.approx(M.top1(posthoc.logit_adjust(p["logits"], src, 1.0).argmax(1), p["labels"]))
     # logits read as already balanced: a uniform test prior changes nothing
     flat = _check(widgets.prior_view(run, "uniform", source="uniform"))
     assert flat["known"] == flat["none"]
@@ -90,8 +99,10 @@ def test_views_refuse_what_the_run_lacks(run, tmp_path):
     r = Run(bare, {"method": "ce"}, {}, pd.DataFrame())
     with pytest.raises(ValueError, match="classifier_weight"):
         widgets.tau_view(r, 1.0)
-    with pytest.raises(ValueError, match="source prior"):
+    with pytest.raises(ValueError, match="source prior 'nonsense'"):
         widgets.source_counts(r, "nonsense")
+    with pytest.raises(ValueError, match="needs the run's val split"):
+        widgets.source_counts(r, "val")
 
 
 @pytest.fixture
@@ -168,10 +179,11 @@ def test_energy_view_at_t5_is_each_score_at_t5(run):
 def test_logit_adjust_view_at_tau_is_f_minus_tau_log_pi(run):
     p = run.predictions("test")
     y, counts = p["labels"], p["train_counts"]
+    src = widgets.source_counts(run)             # pi^gamma, fitted on the run's val split
+    assert not np.allclose(src / src.sum(), counts / counts.sum())
     for tau in (0.7, 1.5):
         nums = _check(widgets.logit_adjust_view(run, tau))
-        # a CE run's logits encode the training prior: f - tau log(n_c / n)
-        z = p["logits"].astype(np.float64) - tau * np.log(counts / counts.sum())
+        z = p["logits"].astype(np.float64) - tau * np.log(src / src.sum())
         pred = z.argmax(1)
         assert nums["top1"] == M.top1(pred, y) and nums["balanced_acc"] == M.balanced_accuracy(pred, y, 10)
         assert nums["few"] == pytest.approx(M.group_accuracy(M.per_class_accuracy(pred, y, 10), counts)["few"])

@@ -140,6 +140,42 @@ def fit_weighted_temperature(logits, labels, weights) -> float:
     return float(1.0 / res.x)
 
 
+PRIOR_POWER_BOUNDS = (-3.0, 4.0)   # gamma of pi^gamma; the archived CIFAR runs fit -0.1 to 1.1
+
+
+def fit_prior_power(logits, labels, train_counts, val_prior=None) -> tuple[float, float, float]:
+    """(T, gamma, NLL): the source prior pi^gamma (pi the training prior) that the run's logits
+    encode, fitted jointly with a temperature on the val split.
+
+    The posteriors softmax(z / T) are taken to be under the source prior s = pi^gamma / Z, so the
+    val split's posteriors are softmax(z / T - gamma log pi + log q_val) (Bayes' rule under label
+    shift; Saerens et al. 2002), and (1/T, gamma) minimise their mean NLL. The logits are linear in
+    (1/T, gamma), so the NLL is convex and L-BFGS finds the global minimum. For a method whose
+    objective does not say which prior its logits carry (TDE's counterfactual logits, margins, a
+    re-normalised classifier) this is the evidence; the temperature is fitted with it because
+    raw logits' overconfidence would otherwise be absorbed into gamma. ``val_prior``: as fit_bcts_l2.
+    """
+    f = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    n, c = f.shape
+    log_pi = posthoc._log_prior(posthoc.class_prior(train_counts))
+    q_val = np.bincount(y, minlength=c) / n if val_prior is None else posthoc.class_prior(val_prior)
+    offset = posthoc._log_prior(q_val)
+    onehot = np.zeros((n, c))
+    onehot[np.arange(n), y] = 1.0
+
+    def nll_grad(x):
+        a, g = x
+        logp = M.log_softmax(a * f - g * log_pi + offset)
+        r = (np.exp(logp) - onehot) / n
+        return -float((logp * onehot).sum()) / n, np.array([float((r * f).sum()), -float(r.sum(0) @ log_pi)])
+
+    x0 = np.array([1.0 / posthoc.fit_temperature(f, y), 1.0])
+    res = minimize(nll_grad, x0, jac=True, method="L-BFGS-B", bounds=[(1e-3, 1e3), PRIOR_POWER_BOUNDS],
+                   options={"maxiter": 2000, "gtol": 1e-10})
+    return 1.0 / float(res.x[0]), float(res.x[1]), float(res.fun)
+
+
 def fit_method(method: str, f, y, model_prior=None, bias_sigma: float = BIAS_SIGMA) -> Calibration:
     """``method`` (ts, bcts, bcts_l2) fitted on val logits ``f`` and labels ``y``; calibrated_em.fit_calibration
     checks the arguments and adds 'none' and 'auto'."""

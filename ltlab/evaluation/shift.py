@@ -28,6 +28,7 @@ from ltlab.data.shift_subsets import (  # noqa: F401 (re-exported)
     shift_subsets,
 )
 from ltlab.evaluation import calibrated_em as CE
+from ltlab.evaluation import calibration_fit as CF
 from ltlab.evaluation import metrics as M
 from ltlab.evaluation import posthoc
 
@@ -40,40 +41,84 @@ BALANCED_METHODS = ("balanced_softmax", "enmos")
 
 # ------------------------------------------------------------------- model prior
 
-def model_prior_counts(config: dict, train_counts, pred: dict | None = None) -> np.ndarray:
-    """Counts proportional to the label prior the run's logits encode (the 'source' prior).
+def model_prior_power(config: dict, pred: dict | None = None) -> float:
+    """gamma of the prior pi^gamma a run's logits encode by its training objective (pi the training prior).
 
     A plain CE model's softmax estimates p_train(y|x), prior pi. Training with the logit
     adjustment CE(z + tau log pi) leaves pi^(1 - tau) in the raw logits (balanced softmax:
-    tau = 1, uniform); BalPoE's ensemble targets pi^(1 - mean tau) (``balpoe_taus`` in the
+    tau = 1, uniform), and so does post-hoc adjustment by tau (``la_tau`` in the predictions;
+    stage one taken as CE); BalPoE's ensemble targets pi^(1 - mean tau) (``balpoe_taus`` in the
     predictions); class-balanced sampling (cRT, LWS, MiSLAS stage two) trains on the
-    uniform prior. Everything else is taken at the training prior. This is what the
-    known-prior correction and EM divide out; pass explicit counts to override.
+    uniform prior. Everything else is taken at the training prior. :func:`source_prior` says
+    when the val split's evidence is used instead.
     """
-    n = np.asarray(train_counts, dtype=np.float64).ravel()
     method = config.get("method", "ce")
     extra = config.get("extra") or {}
     if method == "logit_adjust":
-        power = 1.0 - float(extra.get("la_tau", 1.0))
-    elif method == "balpoe":
+        return 1.0 - float(extra.get("la_tau", 1.0))
+    if method == "la_posthoc":   # its logits are stage one's minus tau log pi
+        tau = None if pred is None else pred.get("la_tau")
+        return 1.0 - (1.0 if tau is None else float(np.asarray(tau)))
+    if method == "balpoe":
         taus = None if pred is None else pred.get("balpoe_taus")
-        power = 0.0 if taus is None else 1.0 - float(np.mean(taus))
-    elif method in BALANCED_METHODS or config.get("sampler") == "class_balanced":
-        power = 0.0
-    else:
-        power = 1.0
+        return 0.0 if taus is None else 1.0 - float(np.mean(taus))
+    if method in BALANCED_METHODS or config.get("sampler") == "class_balanced":
+        return 0.0
+    return 1.0
+
+
+def model_prior_counts(config: dict, train_counts, pred: dict | None = None) -> np.ndarray:
+    """Counts proportional to pi^gamma, gamma = :func:`model_prior_power` (the rule by objective)."""
+    n = np.asarray(train_counts, dtype=np.float64).ravel()
+    power = model_prior_power(config, pred)
     if power == 1.0:
         return n.copy()
     return np.maximum(n, 1.0) ** power   # a zero count would make pi^power undefined for power < 0
+
+
+SOURCES = ("auto", "val", "method", "train", "uniform")
+
+
+def source_prior(config: dict, test_pred: dict, val_pred: dict | None = None,
+                 source: str = "auto") -> tuple[np.ndarray, str]:
+    """(counts proportional to the prior the run's logits encode, how it was found).
+
+    ``source``: 'val' fits pi^gamma with a temperature on the run's val split
+    (calibration_fit.fit_prior_power; an error without one); 'method' is the rule by training
+    objective (:func:`model_prior_counts`); 'train' / 'uniform' are fixed; 'auto' is 'val' when the
+    run has a val split and 'method' otherwise. The rule by objective is right only for a calibrated
+    model that met its objective: on the archived CIFAR-10-LT runs the val fit gives gamma 1.09
+    for CE (rule: 1) but 0.18 for TDE (rule: 1), 0.63 for cRT (rule: 0) and 0.13 for post-hoc
+    logit adjustment with tau 1.7 (rule: -0.7, on the raw logits' scale rather than the calibrated
+    one). So the evidence decides where there is some.
+    """
+    counts = np.asarray(test_pred["train_counts"], dtype=np.float64).ravel()
+    if source not in SOURCES:
+        raise ValueError(f"source prior {source!r}: expected one of {', '.join(SOURCES)}")
+    if source == "auto":
+        source = "method" if val_pred is None else "val"
+    if source == "train":
+        return counts.copy(), "the training prior"
+    if source == "uniform":
+        return np.ones_like(counts), "uniform"
+    if source == "method":
+        power = model_prior_power(config, test_pred)
+        why = "; no val split to fit it" if val_pred is None else ""
+        return model_prior_counts(config, counts, test_pred), f"pi^{power:.2f}, by the method's objective{why}"
+    if val_pred is None:
+        raise ValueError("source prior 'val' needs the run's val split and it has none: "
+                         "choose 'method', 'train' or 'uniform'")
+    t, gamma, _ = CF.fit_prior_power(val_pred["logits"], val_pred["labels"], counts)
+    return np.maximum(counts, 1.0) ** gamma, f"pi^{gamma:.2f}, fitted on the val split (with T = {t:.2f})"
 
 
 def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None, method: str = "auto",
                     source_counts=None) -> CE.Calibration:
     """The calibration EM works on for one run: ``method`` (calibrated_em.CALIBRATIONS; default
     auto) fitted on the run's val predictions, with the prior its logits encode
-    (:func:`model_prior_counts`, or ``source_counts``). Without a val split only 'none' is
+    (:func:`source_prior`'s 'auto', or ``source_counts``). Without a val split only 'none' is
     possible, and asking for another is an error, never a silent 'none'."""
-    src = model_prior_counts(config, test_pred["train_counts"], test_pred) if source_counts is None \
+    src = source_prior(config, test_pred, val_pred)[0] if source_counts is None \
         else np.asarray(source_counts, dtype=np.float64)
     if method == "none":
         return CE.fit_calibration("none", model_prior=src)

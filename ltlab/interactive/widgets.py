@@ -155,28 +155,41 @@ def tde_view(run, alpha: float | None = None, split: str = "test", into: Figure 
 
 
 def logit_adjust_view(run, tau: float = 1.0, split: str = "test", into: Figure | None = None):
-    """Post-hoc logit adjustment f - tau log pi (pi: the prior the logits encode, see
-    shift.model_prior_counts; tau 0 = raw logits); ``into``: redraw that figure in place."""
+    """Post-hoc logit adjustment f - tau log pi (pi: the prior the logits encode, source_prior's
+    'auto'; tau 0 = raw logits); ``into``: redraw that figure in place."""
     p = predictions(run, split)
-    src = shift.model_prior_counts(run.config, p["train_counts"], p)
+    src = source_counts(run)
     z = posthoc.logit_adjust(p["logits"], src, tau)
     nums = {"tau": float(tau), **_accuracy_numbers(z, p["labels"], p["train_counts"]),
             "ece": M.ece(M.softmax(z), p["labels"])}
     return _accuracy_figure(z, p["labels"], p["train_counts"], f"logit adjustment, τ = {tau:g}", into), nums
 
 
+def source_prior(run, source: str = "auto") -> tuple[np.ndarray, str]:
+    """(counts, how): the prior the run's logits encode (shift.source_prior: 'auto' fits it on the
+    val split when the run has one, else the rule by method; 'val', 'method', 'train', 'uniform')."""
+    if source not in shift.SOURCES:
+        raise ValueError(f"source prior {source!r}: expected one of {', '.join(shift.SOURCES)}")
+    test = Path(run.path) / "predictions" / "test.npz"
+    val = Path(run.path) / "predictions" / "val.npz"
+    if not test.exists():
+        predictions(run, "test")       # raises the run's own FileNotFoundError
+    key = (str(Path(run.path).resolve()), test.stat().st_mtime_ns, val.stat().st_mtime_ns if val.exists() else None,
+           source)
+    if key not in _SOURCE_PRIORS:   # the val fit once per run and source: a dropdown move only reruns EM
+        p = predictions(run, "test")
+        v = predictions(run, "val") if val.exists() else None
+        _SOURCE_PRIORS[key] = shift.source_prior(run.config, p, v, source)
+    counts, how = _SOURCE_PRIORS[key]
+    return counts.copy(), how
+
+
+_SOURCE_PRIORS: dict = {}
+
+
 def source_counts(run, source: str = "auto") -> np.ndarray:
-    """The prior the run's logits encode: 'auto' (by method, shift.model_prior_counts),
-    'train' (the training counts) or 'uniform'."""
-    p = predictions(run, "test")
-    counts = np.asarray(p["train_counts"], dtype=np.float64)
-    if source == "auto":
-        return shift.model_prior_counts(run.config, counts, p)
-    if source == "train":
-        return counts
-    if source == "uniform":
-        return np.ones_like(counts)
-    raise ValueError(f"source prior {source!r}: expected auto, train or uniform")
+    """The counts of :func:`source_prior`."""
+    return source_prior(run, source)[0]
 
 
 def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrated_em.Calibration:
@@ -416,7 +429,7 @@ def prior_widget(run, shift_name: str = "forward50", source: str = "auto", calib
 
     names = list(subsets) if subsets is not None else shift.SHIFTS
     controls = {"shift_name": w.Dropdown(options=names, value=shift_name, description="test prior"),
-                "source": w.Dropdown(options=["auto", "train", "uniform"], value=source,
+                "source": w.Dropdown(options=list(shift.SOURCES), value=source,
                                      description="logit prior"),
                 "calibration": w.Dropdown(options=list(calibrated_em.CALIBRATIONS), value=calibration,
                                           description="EM calibration")}

@@ -241,7 +241,7 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
                   em_calibration: str = "auto") -> pd.DataFrame:
     """Accuracy across the CIFAR-style test distributions, mean over each group's seeds:
     rows = SHIFTS, one column per (group, variant). Each run's own source prior is used
-    (shift.model_prior_counts). Needs class-balanced test splits (CIFAR, demo). With ``em``
+    (shift.source_prior's 'auto': fitted on its val split where it has one). Needs class-balanced test splits (CIFAR, demo). With ``em``
     (add "em" to ``variants`` to show it), EM works on each run's posteriors calibrated on its val
     split by ``em_calibration`` (shift.run_calibration: 'auto' chooses by cross-validated NLL)."""
     cols = {}
@@ -249,8 +249,9 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
         tables = []
         for r in group:
             p = r.predictions("test")
-            src = shift.model_prior_counts(r.config, p["train_counts"], p)
-            cal = shift.run_calibration(r.config, p, _val_predictions(r), em_calibration, src) if em else None
+            val = _val_predictions(r)
+            src = shift.source_prior(r.config, p, val)[0]
+            cal = shift.run_calibration(r.config, p, val, em_calibration, src) if em else None
             tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src,
                                             calibration=cal, em=em))
         mean = sum(t[list(variants)] for t in tables) / len(tables)

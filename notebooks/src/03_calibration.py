@@ -105,7 +105,7 @@ else:
 
 # %% [markdown]
 # ## Post-hoc logit adjustment
-# f(x) − τ·log π (Menon et al. 2021), π the prior the logits encode (`ltlab.evaluation.shift.model_prior_counts`):
+# f(x) − τ·log π (Menon et al. 2021), π the prior the logits encode (`ltlab.evaluation.shift.source_prior`):
 # τ = 0 is the run's own prediction, τ = 1 removes a training prior the logits carry in full.
 # Accuracy by class frequency and ECE at this τ (batch: τ = 1).
 

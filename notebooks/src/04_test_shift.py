@@ -24,14 +24,17 @@
 #   or `none`. An estimate that hit EM's iteration cap or whose entropy collapsed is flagged in
 #   `em_status` and its accuracy is left empty.
 #
-# π is the prior the logits encode (the training prior for CE; uniform for balanced softmax /
-# class-balanced stage two; see `ltlab.evaluation.shift.model_prior_counts`). Many / medium / few are class
+# π is the prior the logits encode: by default π_train^γ with γ fitted (with a temperature) on the
+# run's val split, since a method's objective says which prior it should carry but not which one
+# it does (TDE's logits carry far less than the training prior); without a val split, the rule by
+# objective (the training prior for CE, uniform for balanced softmax and class-balanced stage
+# two). See `ltlab.evaluation.shift.source_prior`. Many / medium / few are class
 # means by **training** counts. ImageNet-LT, Places-LT and iNat use their list files instead.
 # `em_tv` is the total variation between the EM estimate and the subset's true prior.
 
 # %% tags=["parameters"]
 run_dir = ""            # a finished run directory (with summary.json)
-source_prior = "auto"   # prior the logits encode: auto, train or uniform
+source_prior = "auto"   # prior the logits encode: auto (fitted on val if the run has one), val, method, train, uniform
 em_calibration = "auto"  # calibration fitted on the val split before EM: auto, ts, bcts, bcts_l2 or none
 n_resamples = 500       # resamples of the prior intervals: one EM each (~3 s for 500 at 10,000 x 10; fewer for 1,000 classes)
 shift_seed = 0          # seed of the per-class shuffle
@@ -54,11 +57,11 @@ run = analysis.open_run(run_dir)
 test = widgets.predictions(run, "test")
 logits, labels, counts = test["logits"], test["labels"], test["train_counts"]
 dataset = run.config["dataset"]
-src = widgets.source_counts(run, source_prior)
+src, src_how = widgets.source_prior(run, source_prior)
 cal = widgets.em_calibration(run, em_calibration, source_prior)   # an error without val unless 'none'
 val = widgets.predictions(run, "val") if widgets.has_split(run, "val") else None
 subsets = shift.subsets_for_run(run.config, labels, splits_dir, test_list)   # None: CIFAR-style
-print(f"{run.path}: method {run.config['method']}, dataset {dataset}; source prior {source_prior} "
+print(f"{run.path}: method {run.config['method']}, dataset {dataset}; source prior {source_prior}: {src_how} "
       f"(head/tail {src.max() / src.min():.3g})\nEM calibration: {cal.describe()}")
 
 # %%
