@@ -16,6 +16,7 @@ The logic and its rules are in ltlab/reports/queue.py.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,4 +81,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:   # `--status | head` closed the pipe: stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit's flush cannot raise again
+        sys.exit(141)                                                   # 128 + SIGPIPE, the shell's own code

@@ -206,3 +206,20 @@ def test_a_run_archived_on_an_earlier_machine_is_done_not_retrained(grid):
     assert grid_runner.job_status(ce, set(), set())["state"] == "queued"   # without the archive: not known
     runner = _runner(tmp, jobs[:1], 1, lambda job: pytest.fail("retrained an archived run"), guess=0.1)
     assert runner.run()["ce_seed-0"]["state"] == "finished"
+
+
+def test_status_piped_into_head_ends_without_a_traceback(grid):
+    """`results_queue.py --status | head -1`: the closed pipe ends the script quietly (exit 141)."""
+    from conftest import REPO
+    tmp, _ = grid
+    spec = yaml.safe_load((tmp / "g.yaml").read_text())
+    spec["runs"] = [{"name": f"r{k}", "parameters": {"method": "ce"}} for k in range(3000)]   # > a pipe's 64 KiB
+    (tmp / "many.yaml").write_text(yaml.safe_dump(spec))
+    script = subprocess.Popen([sys.executable, str(REPO / "scripts" / "results_queue.py"), "--status",
+                               "--experiments", str(tmp / "many.yaml"), "--runs-root", str(tmp / "runs"),
+                               "--out", str(tmp / "results")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = script.stdout.readline()
+    script.stdout.close()                                      # what head does after its line
+    err = script.stderr.read().decode()
+    assert script.wait(timeout=120) == 141
+    assert b"queued" in first and "Traceback" not in err and err == ""
