@@ -195,3 +195,21 @@ def test_epoch_log_replays_metrics_csv(tmp_path):
     assert [e.step for e in acc.Scalars("test/top1")] == [2]
     assert "test/medium" not in acc.Tags()["scalars"] and acc.Scalars("test/few")[0].value == pytest.approx(0.1)
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+
+
+def test_notebook_kernel_gets_curve_keys_and_no_plaintext_warning(tmp_path, capfd):
+    """ipykernel 7 warns 'running over TCP without encryption' once per notebook unless the
+    kernel manager provisions CurveZMQ keys, which execute asks for where libzmq has curve."""
+    import nbformat
+    import zmq
+    if not zmq.has("curve"):
+        pytest.skip("this libzmq has no CurveZMQ: the kernel runs unencrypted and says so")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": "ltlab", "display_name": "ltlab", "language": "python"}
+    (tmp_path / "a.ipynb").write_text(nbformat.writes(nb))
+    status = B.execute(tmp_path / "a.ipynb", tmp_path / "out.ipynb", {}, "ltlab", tmp_path)
+    assert status["status"] == "ok", status
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[-1].outputs[0]["text"] == "42\n"
+    assert "without encryption" not in capfd.readouterr().err
+    assert B._kernel_config()["config"].KernelManager.transport_encryption == "auto"

@@ -29,16 +29,32 @@ KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying to
                        "Kernel didn't respond")
 
 
+def _kernel_config():
+    """Ask jupyter_client to give the kernel CurveZMQ keys where it can (jupyter_client >= 8.10,
+    libzmq with curve, a kernelspec that declares it, as ipykernel's do). Without them ipykernel 7
+    logs 'Kernel is running over TCP without encryption' once per notebook into the batch's
+    output; the other cure it names, IPC sockets, are named in the working directory and would
+    race between concurrent kernels (papermill#511). Where curve is missing the warning stays."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if not zmq.has("curve") or not KernelManager.class_traits().get("transport_encryption"):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
 def execute(notebook, out_ipynb: Path, params: dict, kernel: str, cwd, timeout=None, attempts=3) -> dict:
     """Run one notebook with papermill; returns a status record, never raises on failure."""
     import papermill  # jupyter's stack is heavy: loaded by the commands that execute notebooks
 
+    engine = _kernel_config()
     t0 = time.time()
     for attempt in range(attempts):
         status = {"status": "ok", "error": None}
         try:
             papermill.execute_notebook(str(notebook), str(out_ipynb), parameters=params, kernel_name=kernel,
-                                       cwd=str(cwd), progress_bar=False, execution_timeout=timeout)
+                                       cwd=str(cwd), progress_bar=False, execution_timeout=timeout, **engine)
         except papermill.PapermillExecutionError as e:
             status = {"status": "failed", "error": f"{e.ename}: {e.evalue}".strip()[:500]}
         except KeyboardInterrupt:
