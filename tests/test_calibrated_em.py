@@ -105,6 +105,32 @@ def test_fit_prior_power_recovers_a_planted_temperature_and_source_prior():
     assert t1 == pytest.approx(1.0, rel=0.05) and g1 == pytest.approx(1.0, abs=0.08)
 
 
+def test_fit_prior_power_moves_the_posteriors_to_the_val_prior_and_keeps_gamma_in_bounds():
+    """On an imbalanced val split the val prior enters as + log q_val: the default (the labels'
+    frequencies) equals passing them, recovers the planted gamma, and differs from assuming a
+    uniform val prior; a gamma beyond PRIOR_POWER_BOUNDS stops at the bound."""
+    rng = np.random.default_rng(6)
+    counts = np.array([500.0, 200.0, 80.0, 30.0, 10.0])
+    log_pi = np.log(counts / counts.sum())
+    q_val = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+    y = np.repeat(np.arange(5), (8000 * q_val).astype(int))                 # the val split's classes
+    x = rng.normal(size=(len(y), 5)) + 1.5 * np.eye(5)[y]
+    s = 1.5 * x                                 # log p(x | k) + const: the posterior is softmax(s + log q)
+    z = 1.4 * (s + 0.6 * log_pi)
+    t, g, nll = CF.fit_prior_power(z, y, counts)
+    freq = np.bincount(y, minlength=5) / len(y)
+    assert (t, g, nll) == pytest.approx(CF.fit_prior_power(z, y, counts, val_prior=freq), rel=1e-9)
+    assert t == pytest.approx(1.4, rel=0.05) and g == pytest.approx(0.6, abs=0.08)
+    assert abs(CF.fit_prior_power(z, y, counts, val_prior=np.ones(5))[1] - g) > 0.1
+    hi = CF.PRIOR_POWER_BOUNDS[1]
+    assert CF.fit_prior_power(1.4 * (s + (hi + 3.0) * log_pi), y, counts)[1] == pytest.approx(hi)
+    # a val split without the last class still fits (its q_val is floored, not a shape error)
+    keep = y < 4
+    assert np.isfinite(CF.fit_prior_power(z[keep], y[keep], counts)).all()
+    lo = CF.PRIOR_POWER_BOUNDS[0]
+    assert CF.fit_prior_power(1.4 * (s + (lo - 3.0) * log_pi), y, counts)[1] == pytest.approx(lo)
+
+
 def test_bcts_and_em_match_the_abstention_package():
     """Alexandari et al.'s own implementation (abstention 0.1.3.1): TempScaling(bias_positions='all')
     is BCTS; EMImbalanceAdapter runs EM on the posteriors we give it (its calibrator_factory path
