@@ -184,7 +184,7 @@ def source_prior(run, source: str = "auto") -> tuple[np.ndarray, str]:
     return counts.copy(), how
 
 
-_SOURCE_PRIORS: dict = {}
+_SOURCE_PRIORS: dict = {}   # (run, file dates, source) -> (counts, how): C floats an entry
 
 
 def source_counts(run, source: str = "auto") -> np.ndarray:

@@ -241,9 +241,10 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
                   em_calibration: str = "auto") -> pd.DataFrame:
     """Accuracy across the CIFAR-style test distributions, mean over each group's seeds:
     rows = SHIFTS, one column per (group, variant). Each run's own source prior is used
-    (shift.source_prior's 'auto': fitted on its val split where it has one). Needs class-balanced test splits (CIFAR, demo). With ``em``
-    (add "em" to ``variants`` to show it), EM works on each run's posteriors calibrated on its val
-    split by ``em_calibration`` (shift.run_calibration: 'auto' chooses by cross-validated NLL)."""
+    (shift.source_prior's 'auto': fitted on its val split where it has one). Needs class-balanced
+    test splits (CIFAR, demo). With ``em`` (add "em" to ``variants`` to show it), EM works on each
+    run's posteriors calibrated on its val split by ``em_calibration`` (shift.run_calibration:
+    'auto' chooses by cross-validated NLL)."""
     cols = {}
     for label, group in groups.items():
         tables = []
