@@ -59,6 +59,32 @@ def test_val_resampling_refits_the_calibration_on_the_same_resamples():
             np.testing.assert_allclose(res.boot[j], want, atol=1e-5 if method == "ts" else 1e-4), method
 
 
+def test_a_source_prior_fitted_on_val_is_fitted_again_on_each_val_resample():
+    """A calibration marked with_fitted_source: refit j uses pi^gamma_j, gamma_j fitted
+    (calibration_fit.fit_prior_power) on val resample j, then its method on the same resample."""
+    from ltlab.evaluation import calibration_fit as CF
+    yv = np.repeat(np.arange(C), 15)
+    zv = _logits(yv, 4, scale=0.6) - 0.5 * LOG_PI          # carries pi^(1 - 0.5 / 0.6): not the rule's pi
+    _, g, _ = CF.fit_prior_power(zv, yv, COUNTS)
+    src = COUNTS ** g
+    for method in ("ts", "bcts_l2"):
+        cal = CE.with_fitted_source(CE.fit_calibration(method, zv, yv, src), COUNTS)
+        refits = PI.val_refits(cal, zv, yv, 4, 9)
+        vidx = stratified_bootstrap_indices(yv, 4, 9)
+        gammas = []
+        for j in range(4):
+            _, gj, _ = CF.fit_prior_power(zv[vidx[j]], yv[vidx[j]], COUNTS)
+            gammas.append(gj)
+            np.testing.assert_allclose(refits[j].source_prior, posthoc.class_prior(COUNTS ** gj), rtol=1e-9)
+            want = CE.fit_calibration(method, zv[vidx[j]], yv[vidx[j]], COUNTS ** gj)
+            assert refits[j].temperature == pytest.approx(want.temperature, rel=1e-3), method
+        assert np.ptp(gammas) > 0.01                      # gamma's noise is in the interval now
+        # unmarked, the source prior is held
+        held = PI.val_refits(CE.fit_calibration(method, zv, yv, src), zv, yv, 4, 9)
+        for r in held:
+            np.testing.assert_allclose(r.source_prior, posthoc.class_prior(src))
+
+
 def test_point_estimate_seeds_and_tv():
     q_true = np.exp(-0.3 * np.arange(C))
     q_true /= q_true.sum()

@@ -47,11 +47,14 @@ from ltlab.evaluation.calibration_cv import choose_calibration
 from ltlab.evaluation.calibration_fit import (  # noqa: F401 (the calibrations' home for callers)
     BIAS_SIGMA,
     FITTED,
+    SOURCE_FIT,
     Calibration,
     fit_bcts,
     fit_bcts_l2,
     fit_method,
     fit_weighted_temperature,
+    source_prior_on,
+    with_fitted_source,
 )
 
 CALIBRATIONS = ("auto", "ts", "bcts", "bcts_l2", "none")

@@ -7,7 +7,7 @@ the model prior pi), ``bcts`` (free b, source prior the val prior; Alexandari et
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
@@ -174,6 +174,25 @@ def fit_prior_power(logits, labels, train_counts, val_prior=None) -> tuple[float
     res = minimize(nll_grad, x0, jac=True, method="L-BFGS-B", bounds=[(1e-3, 1e3), PRIOR_POWER_BOUNDS],
                    options={"maxiter": 2000, "gtol": 1e-10})
     return 1.0 / float(res.x[0]), float(res.x[1]), float(res.fun)
+
+
+SOURCE_FIT = "source_power_fit"   # Calibration.info key: the training counts whose pi^gamma was fitted on val
+
+
+def with_fitted_source(cal: Calibration, train_counts) -> Calibration:
+    """``cal``, marked as having a source prior pi^gamma fitted on its val split (fit_prior_power),
+    so that a refit on a val resample refits gamma too (:func:`source_prior_on`)."""
+    return replace(cal, info={**cal.info, SOURCE_FIT: np.asarray(train_counts, dtype=np.float64).ravel()})
+
+
+def source_prior_on(cal: Calibration, val_logits, val_labels) -> np.ndarray:
+    """The source prior a refit of ``cal`` on these val images uses: its own, or for a calibration
+    marked by :func:`with_fitted_source` pi^gamma with gamma fitted again on them."""
+    counts = cal.info.get(SOURCE_FIT)
+    if counts is None:
+        return cal.source_prior
+    gamma = fit_prior_power(val_logits, val_labels, counts)[1]
+    return posthoc.class_prior(np.maximum(counts, 1.0) ** gamma)
 
 
 def fit_method(method: str, f, y, model_prior=None, bias_sigma: float = BIAS_SIGMA) -> Calibration:

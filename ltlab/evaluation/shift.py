@@ -125,7 +125,9 @@ def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None,
     if val_pred is None:
         raise ValueError(f"EM calibration {method!r} needs the run's val split and it has none: "
                          "choose calibration 'none' (EM on the raw logits)")
-    return CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
+    cal = CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
+    # source 'auto' with a val split is the val fit: interval refits on val resamples redo it
+    return CE.with_fitted_source(cal, test_pred["train_counts"]) if source_counts is None else cal
 
 
 # -------------------------------------------------------------------------- table

@@ -203,7 +203,10 @@ def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrate
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
     f = Path(run.path) / "predictions" / "val.npz"
-    return _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
+    cal = _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
+    if source in ("auto", "val"):   # pi^gamma fitted on val (there is one): interval refits redo the fit
+        return calibrated_em.with_fitted_source(cal, predictions(run, "test")["train_counts"])
+    return cal
 
 
 @lru_cache(maxsize=16)   # fitted once per run, method and source prior: a dropdown move only reruns EM
