@@ -131,6 +131,27 @@ def test_fit_prior_power_moves_the_posteriors_to_the_val_prior_and_keeps_gamma_i
     assert CF.fit_prior_power(1.4 * (s + (lo - 3.0) * log_pi), y, counts)[1] == pytest.approx(lo)
 
 
+def test_a_marked_calibration_refits_its_source_prior_on_other_val_images():
+    """with_fitted_source keeps the calibration and records the counts; source_prior_on gives
+    pi^gamma (normalised) with gamma fitted on the images given, and an unmarked one its own."""
+    rng = np.random.default_rng(7)
+    counts = np.array([400.0, 150.0, 50.0, 20.0, 1.0])   # a class seen once, as in iNaturalist
+    log_pi = np.log(counts / counts.sum())
+    y = np.repeat(np.arange(5), 300)
+    s = 1.5 * (rng.normal(size=(len(y), 5)) + 1.5 * np.eye(5)[y])
+    z = 1.2 * (s + 0.3 * log_pi)
+    cal = CE.fit_calibration("ts", z, y, counts)
+    marked = CF.with_fitted_source(cal, counts)
+    assert marked.temperature == cal.temperature and marked.method == "ts" and CF.SOURCE_FIT not in cal.info
+    np.testing.assert_array_equal(marked.info[CF.SOURCE_FIT], counts)
+    np.testing.assert_array_equal(CF.source_prior_on(cal, z, y), cal.source_prior)
+    half = y % 2 == 0
+    g = CF.fit_prior_power(z[half], y[half], counts)[1]
+    assert g == pytest.approx(0.3, abs=0.15)
+    want = counts ** g / (counts ** g).sum()
+    np.testing.assert_allclose(CF.source_prior_on(marked, z[half], y[half]), want, rtol=1e-12)
+
+
 def test_bcts_and_em_match_the_abstention_package():
     """Alexandari et al.'s own implementation (abstention 0.1.3.1): TempScaling(bias_positions='all')
     is BCTS; EMImbalanceAdapter runs EM on the posteriors we give it (its calibrator_factory path
