@@ -231,8 +231,14 @@ def test_source_prior_fits_the_val_split_where_there_is_one():
     val = {"logits": zv, "labels": yv}
     src, how = source_prior({"method": "tde"}, test, val)
     t, g, _ = CF.fit_prior_power(zv, yv, counts)
-    np.testing.assert_allclose(src, counts ** g)
-    assert g == pytest.approx(0.2, abs=0.1) and "fitted on the val split" in how and f"{g:.2f}" in how
+    np.testing.assert_allclose(src, counts ** (t * g))                # the raw logits carry pi^(T gamma)
+    assert t == pytest.approx(1.5, rel=0.1) and g == pytest.approx(0.2, abs=0.1)
+    assert "fitted on the val split" in how and f"pi^{t * g:.2f} on the raw logits" in how and f"{g:.2f}" in how
+    np.testing.assert_allclose(shift.calibrated_source_prior(test, val), counts ** g)
+    # dividing pi^(T gamma) out of the raw logits leaves T times the balanced log-likelihoods
+    np.testing.assert_allclose(M.softmax(zv - np.log(src)), M.softmax(1.5 * s), atol=0.05)
+    cal = shift.run_calibration({"method": "tde"}, test, val, "ts")
+    np.testing.assert_allclose(cal.source_prior, posthoc.class_prior(counts ** g))
     np.testing.assert_allclose(source_prior({"method": "tde"}, test, val, "val")[0], src)
     src_m, how_m = source_prior({"method": "tde"}, test, None)
     np.testing.assert_array_equal(src_m, counts)

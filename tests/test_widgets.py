@@ -73,8 +73,10 @@ def test_prior_view_uniform_is_the_balanced_test_set(run):
     # by default the prior is fitted on the run's val split: pi^gamma
     src, how = widgets.source_prior(run)
     v = run.predictions("val")
-    _, g, _ = calibration_fit.fit_prior_power(v["logits"], v["labels"], p["train_counts"])
-    np.testing.assert_allclose(src, p["train_counts"].astype(float) ** g)
+    t, g, _ = calibration_fit.fit_prior_power(v["logits"], v["labels"], p["train_counts"])
+    np.testing.assert_allclose(src, p["train_counts"].astype(float) ** (t * g))   # on the raw logits' scale
+    cal = widgets.em_calibration(run, "ts")           # a calibration's posteriors: pi^gamma
+    np.testing.assert_allclose(cal.source_prior, posthoc.class_prior(p["train_counts"].astype(float) ** g))
     assert "fitted on the val split" in how
     auto = _check(widgets.prior_view(run, "uniform"))
     assert auto["known"] == pytest.approx(M.top1(posthoc.logit_adjust(p["logits"], src, 1.0).argmax(1), p["labels"]))
@@ -179,7 +181,7 @@ def test_energy_view_at_t5_is_each_score_at_t5(run):
 def test_logit_adjust_view_at_tau_is_f_minus_tau_log_pi(run):
     p = run.predictions("test")
     y, counts = p["labels"], p["train_counts"]
-    src = widgets.source_counts(run)             # pi^gamma, fitted on the run's val split
+    src = widgets.source_counts(run)             # pi^(T gamma), fitted on the run's val split
     assert not np.allclose(src / src.sum(), counts / counts.sum())
     for tau in (0.7, 1.5):
         nums = _check(widgets.logit_adjust_view(run, tau))

@@ -81,16 +81,20 @@ SOURCES = ("auto", "val", "method", "train", "uniform")
 
 def source_prior(config: dict, test_pred: dict, val_pred: dict | None = None,
                  source: str = "auto") -> tuple[np.ndarray, str]:
-    """(counts proportional to the prior the run's logits encode, how it was found).
+    """(counts proportional to the prior the run's raw logits encode, how it was found).
 
-    ``source``: 'val' fits pi^gamma with a temperature on the run's val split
-    (calibration_fit.fit_prior_power; an error without one); 'method' is the rule by training
-    objective (:func:`model_prior_counts`); 'train' / 'uniform' are fixed; 'auto' is 'val' when the
-    run has a val split and 'method' otherwise. The rule by objective is right only for a calibrated
-    model that met its objective: on the archived CIFAR-10-LT runs the val fit gives gamma 1.09
-    for CE (rule: 1) but 0.18 for TDE (rule: 1), 0.63 for cRT (rule: 0) and 0.13 for post-hoc
-    logit adjustment with tau 1.7 (rule: -0.7, on the raw logits' scale rather than the calibrated
-    one). So the evidence decides where there is some.
+    ``source``: 'val' fits it on the run's val split (an error without one); 'method' is the rule by
+    training objective (:func:`model_prior_counts`); 'train' / 'uniform' are fixed; 'auto' is 'val'
+    when the run has a val split and 'method' otherwise.
+
+    The val fit (calibration_fit.fit_prior_power) finds T and gamma with softmax(z / T) the
+    posteriors under pi^gamma. On the raw logits z = T (z / T) that prior appears as pi^(T gamma),
+    which is what the known-prior correction and logit adjustment of raw logits must divide out;
+    a calibration divides its own posteriors by pi^gamma (:func:`calibrated_source_prior`). The rule
+    by objective is right only for a calibrated model that met its objective: on the archived
+    CIFAR-10-LT runs the fit gives T gamma = 1.92 for CE (rule: 1), 0.23 for TDE (rule: 1), 1.25
+    for cRT (rule: 0), and dividing it out beats the rule on the uniform test set for all ten
+    (docs/notebooks.md, "Which prior the logits encode").
     """
     counts = np.asarray(test_pred["train_counts"], dtype=np.float64).ravel()
     if source not in SOURCES:
@@ -105,11 +109,24 @@ def source_prior(config: dict, test_pred: dict, val_pred: dict | None = None,
         power = model_prior_power(config, test_pred)
         why = "; no val split to fit it" if val_pred is None else ""
         return model_prior_counts(config, counts, test_pred), f"pi^{power:.2f}, by the method's objective{why}"
+    t, gamma = _val_fit(counts, val_pred)
+    return np.maximum(counts, 1.0) ** (t * gamma), \
+        f"pi^{t * gamma:.2f} on the raw logits (pi^{gamma:.2f} under T = {t:.2f}, fitted on the val split)"
+
+
+def calibrated_source_prior(test_pred: dict, val_pred: dict | None) -> np.ndarray:
+    """pi^gamma of the val fit: the source prior of the posteriors softmax(z / T) (for a
+    calibration's own posteriors; :func:`source_prior` for the raw logits)."""
+    counts = np.asarray(test_pred["train_counts"], dtype=np.float64).ravel()
+    return np.maximum(counts, 1.0) ** _val_fit(counts, val_pred)[1]
+
+
+def _val_fit(counts, val_pred) -> tuple[float, float]:
     if val_pred is None:
         raise ValueError("source prior 'val' needs the run's val split and it has none: "
                          "choose 'method', 'train' or 'uniform'")
     t, gamma, _ = CF.fit_prior_power(val_pred["logits"], val_pred["labels"], counts)
-    return np.maximum(counts, 1.0) ** gamma, f"pi^{gamma:.2f}, fitted on the val split (with T = {t:.2f})"
+    return t, gamma
 
 
 def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None, method: str = "auto",
@@ -125,9 +142,13 @@ def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None,
     if val_pred is None:
         raise ValueError(f"EM calibration {method!r} needs the run's val split and it has none: "
                          "choose calibration 'none' (EM on the raw logits)")
-    cal = CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
-    # source 'auto' with a val split is the val fit: interval refits on val resamples redo it
-    return CE.with_fitted_source(cal, test_pred["train_counts"]) if source_counts is None else cal
+    if source_counts is not None:
+        return CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
+    # source 'auto' with a val split is the val fit: the calibrated posteriors' pi^gamma, and
+    # interval refits on val resamples redo the fit
+    cal = CE.fit_calibration(method, val_pred["logits"], val_pred["labels"],
+                             calibrated_source_prior(test_pred, val_pred))
+    return CE.with_fitted_source(cal, test_pred["train_counts"])
 
 
 # -------------------------------------------------------------------------- table

@@ -203,8 +203,11 @@ def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrate
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
     f = Path(run.path) / "predictions" / "val.npz"
+    fitted = source in ("auto", "val")   # the val fit: the calibrated posteriors' prior is pi^gamma
+    if fitted:
+        src = shift.calibrated_source_prior(predictions(run, "test"), predictions(run, "val"))
     cal = _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
-    if source in ("auto", "val"):   # pi^gamma fitted on val (there is one): interval refits redo the fit
+    if fitted:   # interval refits on val resamples redo the fit
         return calibrated_em.with_fitted_source(cal, predictions(run, "test")["train_counts"])
     return cal
 

@@ -252,7 +252,7 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
             p = r.predictions("test")
             val = _val_predictions(r)
             src = shift.source_prior(r.config, p, val)[0]
-            cal = shift.run_calibration(r.config, p, val, em_calibration, src) if em else None
+            cal = shift.run_calibration(r.config, p, val, em_calibration) if em else None   # its own source
             tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src,
                                             calibration=cal, em=em))
         mean = sum(t[list(variants)] for t in tables) / len(tables)
