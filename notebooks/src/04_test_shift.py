@@ -24,8 +24,8 @@
 #   or `none`. An estimate that hit EM's iteration cap or whose entropy collapsed is flagged in
 #   `em_status` and its accuracy is left empty.
 #
-# π is the prior the logits encode: by default π_train^γ with γ fitted (with a temperature) on the
-# run's val split, since a method's objective says which prior it should carry but not which one
+# π is the prior the logits encode: by default fitted on the run's val split (softmax(z / T) are
+# posteriors under π_train^γ, so the raw logits carry π_train^(Tγ)), since a method's objective says which prior it should carry but not which one
 # it does (TDE's logits carry far less than the training prior); without a val split, the rule by
 # objective (the training prior for CE, uniform for balanced softmax and class-balanced stage
 # two). See `ltlab.evaluation.shift.source_prior`. Many / medium / few are class
