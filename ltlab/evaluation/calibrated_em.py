@@ -31,7 +31,7 @@ Calibrations (``CALIBRATIONS``):
   calibrates the training distribution, and pi stays EM's source prior. (Fitting T on the
   balanced NLL, or after moving the logits to the val prior, makes T absorb the mismatch: on
   over- or under-confident logits the prior they encode is scaled with them.);
-- ``none``: the raw logits with the prior they encode (shift.model_prior_counts); EM as before.
+- ``none``: the raw logits with the prior they encode (shift.source_prior); EM as before.
 
 An estimate is flagged (``EMResult.status``) instead of reported when EM stopped at its
 iteration cap, or when its entropy collapsed (see :func:`em_status`).
@@ -69,8 +69,9 @@ def fit_calibration(method: str, val_logits=None, val_labels=None, model_prior=N
                     bias_sigma: float = BIAS_SIGMA, **auto_options) -> Calibration:
     """The calibration ``method`` (auto, ts, bcts, bcts_l2, none) fitted on the validation split.
 
-    ``model_prior``: counts (or a prior) of the label distribution the raw logits encode
-    (shift.model_prior_counts); the source prior of 'ts', 'bcts_l2' and 'none'. 'auto' passes
+    ``model_prior``: counts (or a prior) of the label distribution the logits encode
+    (shift.source_prior on the raw scale, shift.calibrated_source_prior for the posteriors of a
+    fitted calibration); the source prior of 'ts', 'bcts_l2' and 'none'. 'auto' passes
     ``auto_options`` (n_folds, n_repeats, seed, candidates) to calibration_cv.choose_calibration.
     """
     if method not in CALIBRATIONS:

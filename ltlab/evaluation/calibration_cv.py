@@ -99,7 +99,7 @@ def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATE
                        n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA) -> CF.Calibration:
     """The candidate with the lowest cross-validated NLL (module docstring), refitted on the whole
     val split, with the evidence in ``info``. ``model_prior``: the prior the raw logits encode
-    (shift.model_prior_counts).
+    (shift.source_prior, shift.calibrated_source_prior).
 
     Folds: ``n_folds``, fewer where a class has fewer val images (at least 2). ``bcts`` is left
     out (and the reason recorded) when a class has fewer than 2 val images, since a fitting fold
