@@ -135,15 +135,15 @@ def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None,
     auto) fitted on the run's val predictions, with the prior its logits encode
     (:func:`source_prior`'s 'auto', or ``source_counts``). Without a val split only 'none' is
     possible, and asking for another is an error, never a silent 'none'."""
-    src = source_prior(config, test_pred, val_pred)[0] if source_counts is None \
-        else np.asarray(source_counts, dtype=np.float64)
-    if method == "none":
-        return CE.fit_calibration("none", model_prior=src)
+    if method == "none":   # EM on the raw logits: their own scale's prior
+        src = source_prior(config, test_pred, val_pred)[0] if source_counts is None else source_counts
+        return CE.fit_calibration("none", model_prior=np.asarray(src, dtype=np.float64))
     if val_pred is None:
         raise ValueError(f"EM calibration {method!r} needs the run's val split and it has none: "
                          "choose calibration 'none' (EM on the raw logits)")
     if source_counts is not None:
-        return CE.fit_calibration(method, val_pred["logits"], val_pred["labels"], src)
+        return CE.fit_calibration(method, val_pred["logits"], val_pred["labels"],
+                                  np.asarray(source_counts, dtype=np.float64))
     # source 'auto' with a val split is the val fit: the calibrated posteriors' pi^gamma, and
     # interval refits on val resamples redo the fit
     cal = CE.fit_calibration(method, val_pred["logits"], val_pred["labels"],

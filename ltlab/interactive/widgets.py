@@ -196,16 +196,15 @@ def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrate
     """The calibration EM works on (calibrated_em.fit_calibration: auto, ts, bcts, bcts_l2 or none),
     fitted on the run's val split; ``source`` is the prior the raw logits encode (see source_counts).
     A run without a val split gets an error for any calibration but 'none', never a silent 'none'."""
-    src = source_counts(run, source)
     if method == "none":
-        return calibrated_em.fit_calibration("none", model_prior=src)
+        return calibrated_em.fit_calibration("none", model_prior=source_counts(run, source))
     if not has_split(run, "val"):
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
     f = Path(run.path) / "predictions" / "val.npz"
     fitted = source in ("auto", "val")   # the val fit: the calibrated posteriors' prior is pi^gamma
-    if fitted:
-        src = shift.calibrated_source_prior(predictions(run, "test"), predictions(run, "val"))
+    src = shift.calibrated_source_prior(predictions(run, "test"), predictions(run, "val")) if fitted \
+        else source_counts(run, source)
     cal = _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
     if fitted:   # interval refits on val resamples redo the fit
         return calibrated_em.with_fitted_source(cal, predictions(run, "test")["train_counts"])
