@@ -140,7 +140,22 @@ def test_groups_split_by_config_and_label_by_what_differs(demo_run, second_run):
     runs, _ = analysis.load_finished([demo_run, second_run])
     runs[1].config = {**runs[1].config, "lr": 0.05}
     groups = analysis.group_runs(runs)
-    assert sorted(groups) == ["lr=0.05", "lr=0.1"]
+    assert sorted(groups) == ["ce, lr=0.05", "ce, lr=0.1"]
+
+
+def test_group_labels_name_what_tells_a_method_apart():
+    """The archive's case: CE and MiSLAS's stage one are both method ce, trained from two copies of
+    the data. The label says mixup (an extra key), not data_root, and a method alone stays bare;
+    where only the data root differs, it is named."""
+    from types import SimpleNamespace
+    base = {"method": "ce", "lr": 0.1, "seed": 0, "extra": {"mixup_alpha": 0.0}, "data_root": "/a"}
+    cfgs = [base, {**base, "seed": 1}, {**base, "extra": {"mixup_alpha": 1.0}, "data_root": "/b"},
+            {**base, "method": "tde", "data_root": "/b"}]
+    groups = analysis.group_runs([SimpleNamespace(config=c) for c in cfgs])
+    assert list(groups) == ["ce, mixup_alpha=0.0", "ce, mixup_alpha=1.0", "tde"]
+    assert [r.config["seed"] for r in groups["ce, mixup_alpha=0.0"]] == [0, 1]
+    groups = analysis.group_runs([SimpleNamespace(config=c) for c in (base, {**base, "data_root": "/b"})])
+    assert list(groups) == ["ce, data_root=/a", "ce, data_root=/b"]
 
 
 def test_compare_figures_and_shift_compare(demo_run, second_run):

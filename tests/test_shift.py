@@ -127,6 +127,27 @@ def test_table_with_given_subsets_and_source_prior():
     assert t2.loc["uniform", "known"] == t2.loc["uniform", "none"]
 
 
+def test_known_prior_reweights_the_calibrated_posteriors():
+    """Hand case, two classes, q = (0.9, 0.1), source uniform. Raw logits (0, 3) at T = 2: on the
+    raw scale 0 + log 0.9 < 3 + log 0.1, so class 1; Bayes' rule on softmax(z / 2) compares
+    log 0.9 = -0.11 with 1.5 + log 0.1 = -0.80, so class 0 (the label). The known column follows
+    the calibration EM uses; without one it stays on the raw logits."""
+    from ltlab.evaluation import calibrated_em as CE
+    logits = np.array([[0.0, 3.0]] * 9 + [[0.0, 9.0]])
+    y = np.array([0] * 9 + [1])
+    cal = CE.Calibration("ts", 2.0, np.zeros(2), np.array([0.5, 0.5]))
+    subsets = {"all": np.arange(10)}
+    raw = shift_table(logits, y, np.ones(2), subsets=subsets, em=False)
+    cald = shift_table(logits, y, np.ones(2), subsets=subsets, calibration=cal, em=False)
+    assert raw.loc["all", "known"] == pytest.approx(0.1)     # only the (0, 9) image is right
+    assert cald.loc["all", "known"] == pytest.approx(1.0)
+    assert cald.loc["all", "none"] == raw.loc["all", "none"] == pytest.approx(0.1)
+    # a bias is part of the posteriors: +1 on class 1 turns (0, 3) into 1.5 + 1 + log 0.1 = 0.20 > -0.11
+    biased = CE.Calibration("bcts", 2.0, np.array([0.0, 1.0]), np.array([0.5, 0.5]))
+    t = shift_table(logits, y, np.ones(2), subsets=subsets, calibration=biased, em=False)
+    assert t.loc["all", "known"] == pytest.approx(0.1)
+
+
 def test_model_prior_counts():
     n = np.array([400.0, 100.0, 25.0])
     np.testing.assert_array_equal(model_prior_counts({"method": "ce"}, n), n)

@@ -62,14 +62,19 @@ def test_tau_view_at_zero_is_the_plain_classifier_without_bias(run):
 
 
 def test_prior_view_uniform_is_the_balanced_test_set(run):
-    nums = _check(widgets.prior_view(run, "uniform", source="method"))
+    nums = _check(widgets.prior_view(run, "uniform", source="method", calibration="none"))
     assert nums["n"] == len(run.predictions()["labels"]) == 1000
     assert nums["none"] == pytest.approx(run.summary["top1"])
-    # by its objective CE's logits encode the training prior: a uniform target prior is logit
-    # adjustment tau = 1
+    # by its objective CE's logits encode the training prior: on the raw logits (calibration
+    # 'none') a uniform target prior is logit adjustment tau = 1
     p = run.predictions()
     la = posthoc.logit_adjust(p["logits"], p["train_counts"], 1.0).argmax(1)
     assert nums["known"] == pytest.approx(M.top1(la, p["labels"]))
+    # with a fitted calibration the known prior reweights its posteriors: argmax z / T + b - log s
+    cal = widgets.em_calibration(run, "bcts", "method")
+    want = (p["logits"] / cal.temperature + cal.bias - np.log(cal.source_prior)).argmax(1)
+    nums = _check(widgets.prior_view(run, "uniform", source="method", calibration="bcts"))
+    assert nums["known"] == pytest.approx(M.top1(want, p["labels"]))
     # by default the prior is fitted on the run's val split: pi^gamma
     src, how = widgets.source_prior(run)
     v = run.predictions("val")
@@ -78,10 +83,10 @@ def test_prior_view_uniform_is_the_balanced_test_set(run):
     cal = widgets.em_calibration(run, "ts")           # a calibration's posteriors: pi^gamma
     np.testing.assert_allclose(cal.source_prior, posthoc.class_prior(p["train_counts"].astype(float) ** g))
     assert "fitted on the val split" in how
-    auto = _check(widgets.prior_view(run, "uniform"))
+    auto = _check(widgets.prior_view(run, "uniform", calibration="none"))
     assert auto["known"] == pytest.approx(M.top1(posthoc.logit_adjust(p["logits"], src, 1.0).argmax(1), p["labels"]))
-    # logits read as already balanced: a uniform test prior changes nothing
-    flat = _check(widgets.prior_view(run, "uniform", source="uniform"))
+    # raw logits read as already balanced: a uniform test prior changes nothing
+    flat = _check(widgets.prior_view(run, "uniform", source="uniform", calibration="none"))
     assert flat["known"] == flat["none"]
     fwd = _check(widgets.prior_view(run, "forward50"))
     assert fwd["n"] == 276 and 0 <= fwd["em_tv"] <= 1
@@ -193,8 +198,9 @@ def test_logit_adjust_view_at_tau_is_f_minus_tau_log_pi(run):
 
 
 def test_prior_view_source_and_temperature_knobs(run):
-    """'known' is argmax(f + log q - log source prior) on the subset; EM starts from the source
-    prior on softmax(f / T); em_tv = 0.5 |q_hat - q|_1, all recomputed here."""
+    """'known' is argmax(f / T + b + log q - log source prior) on the subset, with the
+    calibration's T, b and source prior (f + log q - log s for 'none'); EM starts from the source
+    prior on softmax(f / T + b); em_tv = 0.5 |q_hat - q|_1, all recomputed here."""
     p = run.predictions("test")
     f, y, counts = p["logits"].astype(np.float64), p["labels"], p["train_counts"]
     # forward50 of a 100-per-class test set keeps int(100 * 0.02^(c/9)) of class c: 100, 64, 41, ...
@@ -209,13 +215,17 @@ def test_prior_view_source_and_temperature_knobs(run):
         for cal in ("none", "bcts"):
             nums = _check(widgets.prior_view(run, "forward50", source=source, calibration=cal))
             assert nums["n"] == 276 and nums["em_calibration"] == cal
-            known = (f[idx] + np.log(q) - np.log(src)).argmax(1)
+            fitted = widgets.em_calibration(run, cal, source)
+            if cal == "none":
+                np.testing.assert_allclose(fitted.source_prior, src)
+            known = (f[idx] / fitted.temperature + fitted.bias + np.log(q) - np.log(fitted.source_prior)).argmax(1)
             assert nums["known"] == pytest.approx(M.top1(known, y[idx]))
-            res = calibrated_em.estimate_prior(f[idx], widgets.em_calibration(run, cal, source))
+            res = calibrated_em.estimate_prior(f[idx], fitted)
             assert nums["em_tv"] == pytest.approx(0.5 * np.abs(res.prior - q).sum(), abs=1e-12)
             tvs[cal] = nums["em_tv"]
         assert tvs["none"] != tvs["bcts"]                     # the calibration knob changes the estimate
-    by_source = {s: _check(widgets.prior_view(run, "forward50", source=s)) for s in ("train", "uniform")}
+    by_source = {s: _check(widgets.prior_view(run, "forward50", source=s, calibration="none"))
+                 for s in ("train", "uniform")}
     assert by_source["train"]["known"] != by_source["uniform"]["known"]
 
 

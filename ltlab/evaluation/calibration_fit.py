@@ -30,7 +30,12 @@ class Calibration:
     info: dict = field(default_factory=dict)
 
     def probs(self, logits) -> np.ndarray:
-        return M.softmax(np.asarray(logits, dtype=np.float64) / self.temperature + self.bias)
+        return M.softmax(self.scaled(logits))
+
+    def scaled(self, logits) -> np.ndarray:
+        """logits / temperature + bias: the log-posteriors up to a constant per image (no
+        underflow, unlike log(probs), where a confident image's tail classes would round to 0)."""
+        return np.asarray(logits, dtype=np.float64) / self.temperature + self.bias
 
     @property
     def label(self) -> str:

@@ -230,8 +230,8 @@ def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibra
     idx = subsets[shift_name] if subsets is not None else \
         shift.shift_subset(y, *shift.parse_shift(shift_name), seed=seed, num_classes=c)
     src = source_counts(run, source)
-    row = shift.shift_row(f[idx], y[idx], counts, src, em=False)
     cal = em_calibration(run, calibration, source)
+    row = shift.shift_row(f[idx], y[idx], counts, src, cal, em=False)   # known: cal's posteriors
     em_cols, res = shift.em_columns(f[idx], y[idx], counts, cal)
     row.update(em_cols)
     q_true = np.bincount(y[idx], minlength=c) / len(idx)

@@ -132,24 +132,41 @@ def _group_key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED}, sort_keys=True, default=str)
 
 
+def _flat(config: dict) -> dict:
+    """The config with the method's extra keys lifted to the top (a label names mixup_alpha, not
+    the whole extra dict)."""
+    out = {k: v for k, v in config.items() if k != "extra"}
+    for k, v in (config.get("extra") or {}).items():
+        out.setdefault(k, v)
+    return out
+
+
+def _differing(configs: list, keys_out=()) -> list:
+    keys = sorted({k for c in configs for k in c} - {"method", *keys_out})
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+
+
+# Keys a label leaves out unless nothing else tells two groups apart: where the data lies says less
+# than what the recipe does (the archive holds the same runs trained from two copies of CIFAR-10).
+LABEL_LAST = ("data_root",)
+
+
 def group_runs(runs) -> dict:
     """{label: [runs]}: runs whose configs agree on everything but NOT_GROUPED keys share a
-    group. The label names the config keys that differ between groups (method by default)."""
+    group. A group's label is its method, followed, where other groups share that method, by the
+    keys that tell them apart ('ce' and 'ce, mixup_alpha=1.0, lr_gamma=0.1')."""
     by_key: dict[str, list] = {}
     for r in runs:
         by_key.setdefault(_group_key(r.config), []).append(r)
-    configs = [json.loads(k) for k in by_key]
-    keys = sorted({k for c in configs for k in c})
-    varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-    if "method" in varying:       # the method first, it is what readers look for
-        varying.remove("method")
-        varying.insert(0, "method")
+    configs = [_flat(json.loads(k)) for k in by_key]
     out = {}
     for cfg, group in zip(configs, by_key.values()):
-        if not varying or varying == ["method"]:
-            label = str(cfg.get("method", "run"))
-        else:
-            label = ", ".join(f"{k}={cfg.get(k)}" for k in varying)
+        method = str(cfg.get("method", "run"))
+        same = [c for c in configs if str(c.get("method", "run")) == method]
+        keys = _differing(same, LABEL_LAST)
+        if len({json.dumps([c.get(k) for k in keys], default=str) for c in same}) < len(same):
+            keys = _differing(same)      # only a LABEL_LAST key tells some of them apart
+        label = ", ".join([method] + [f"{k}={cfg.get(k)}" for k in keys])
         while label in out:       # identical labels cannot happen with distinct keys, but be safe
             label += "'"
         out[label] = sorted(group, key=lambda r: r.config.get("seed", 0))
@@ -242,9 +259,10 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
     """Accuracy across the CIFAR-style test distributions, mean over each group's seeds:
     rows = SHIFTS, one column per (group, variant). Each run's own source prior is used
     (shift.source_prior's 'auto': fitted on its val split where it has one). Needs class-balanced
-    test splits (CIFAR, demo). With ``em`` (add "em" to ``variants`` to show it), EM works on each
-    run's posteriors calibrated on its val split by ``em_calibration`` (shift.run_calibration:
-    'auto' chooses by cross-validated NLL)."""
+    test splits (CIFAR, demo). The known prior (and EM, with ``em``: add "em" to ``variants`` to
+    show it) reweights each run's posteriors calibrated on its val split by ``em_calibration``
+    (shift.run_calibration: 'auto' chooses by cross-validated NLL); a run without a val split
+    uses its raw logits."""
     cols = {}
     for label, group in groups.items():
         tables = []
@@ -252,7 +270,7 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
             p = r.predictions("test")
             val = _val_predictions(r)
             src = shift.source_prior(r.config, p, val)[0]
-            cal = shift.run_calibration(r.config, p, val, em_calibration) if em else None   # its own source
+            cal = None if val is None else shift.run_calibration(r.config, p, val, em_calibration)
             tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src,
                                             calibration=cal, em=em))
         mean = sum(t[list(variants)] for t in tables) / len(tables)

@@ -15,9 +15,11 @@
 # Each distribution is scored three ways:
 #
 # - **none**: the run's own predictions;
-# - **known**: the known test prior q (the subset's class frequencies), logits + log q − log π;
-# - **em**: q estimated on the unlabeled subset by EM (Saerens et al. 2002) from posteriors
-#   calibrated on the val split first. By default (`auto`) the calibration is the one of
+# - **known**: the known test prior q (the subset's class frequencies) by Bayes' rule on the
+#   calibrated posteriors below, log p(y|x) + log q − log π (on the raw logits when the
+#   calibration is `none`);
+# - **em**: q estimated on the unlabeled subset by EM (Saerens et al. 2002) from the same
+#   posteriors, calibrated on the val split first, so em − known is what not knowing q costs. By default (`auto`) the calibration is the one of
 #   temperature scaling (`ts`), bias-corrected temperature scaling softmax(z / T + b) (`bcts`,
 #   Alexandari, Kundaje & Shrikumar, ICML 2020) and BCTS with its biases shrunk to 0 (`bcts_l2`)
 #   that has the lowest cross-validated NLL on this run's val split; each can also be asked for,
