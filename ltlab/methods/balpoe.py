@@ -11,10 +11,12 @@ Mixup alpha 0.8 (CIFAR-10, demo) / 0.4 (CIFAR-100 and the rest), applied by the 
 Prediction: the mean of the raw expert logits, without any training-time bias; the ensemble
 targets the test prior pi^(1 - mean tau), i.e. the uniform prior when mean tau = 1.
 
-Known test prior (BalPoE's --posthoc_bias_correction), at analysis time from the saved logits:
+Known test prior (BalPoE's --posthoc_bias_correction), from the saved logits:
 ``ltlab.evaluation.posthoc.prior_correct(logits, train_counts ** (1 - mean_tau), q)`` adds log q and
 removes the prior the ensemble targets (with mean tau = 1 the counts become uniform, so only
-log q is added, exactly as BalPoE does). ``balpoe_taus`` is exported into predictions/*.npz.
+log q is added, exactly as BalPoE does); it is the rule shift.source_prior's 'method' gives
+(``balpoe_taus`` is exported into predictions/*.npz). The analysis pages' known-prior column
+fits the prior on the val split and reweights the calibrated posteriors instead (shift.shift_row).
 
 Augmentation on small images: BalPoE's CIFAR pipeline (``data_loader/cifar_data_loaders.py``)
 is RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15) (PIL: nearest, zero
