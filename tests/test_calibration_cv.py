@@ -65,6 +65,29 @@ def test_choice_is_deterministic_and_seeded():
     assert c.info["cv_nll"] != a.info["cv_nll"] and c.info["n_folds"] == 4 and c.info["n_repeats"] == 1
 
 
+def test_a_source_prior_fitted_on_val_is_refitted_inside_each_fold(monkeypatch):
+    """With ``source_fit`` (the model prior is the val fit's pi^gamma), every fold fits gamma on its
+    own fitting images only: the held-out fold never shapes the model prior it is scored under.
+    Without it the given prior is used unchanged and gamma is never fitted."""
+    from ltlab.evaluation import calibration_fit as CF
+    zv, yv = _val(20, 5, scale=0.6)
+    seen, real = [], CF.fit_prior_power
+
+    def spy(f, y, counts):
+        seen.append((len(y), np.bincount(y, minlength=C).min()))
+        return real(f, y, counts)
+    monkeypatch.setattr(CF, "fit_prior_power", spy)
+    gamma = real(zv, yv, COUNTS)[1]
+    cal = CE.fit_calibration("auto", zv, yv, COUNTS ** gamma, n_folds=5, n_repeats=2, source_fit=COUNTS)
+    assert seen == [(160, 16)] * 10                        # 2 repeats x 5 folds, 4/5 of each class
+    losses = CV.cv_nll(zv, yv, COUNTS ** gamma, ("ts",), 5, 1, 0, source_fit=COUNTS)["ts"]
+    fixed = CV.cv_nll(zv, yv, COUNTS ** gamma, ("ts",), 5, 1, 0)["ts"]
+    assert not np.allclose(losses, fixed)                  # the per-fold gamma is not the whole split's
+    seen.clear()
+    CE.fit_calibration("auto", zv, yv, COUNTS, n_folds=5, n_repeats=2)
+    assert seen == [] and cal.info["n_folds"] == 5
+
+
 def test_stratified_folds():
     y = np.repeat(np.arange(4), [20, 13, 7, 3])
     f = CV.stratified_folds(y, 5, seed=0)

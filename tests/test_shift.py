@@ -271,3 +271,26 @@ def test_source_prior_fits_the_val_split_where_there_is_one():
         source_prior({"method": "ce"}, test, None, "val")
     with pytest.raises(ValueError, match="source prior 'sideways'"):
         source_prior({"method": "ce"}, test, val, "sideways")
+
+
+def test_auto_calibration_refits_the_source_prior_inside_its_folds(monkeypatch):
+    """run_calibration 'auto' with the val-fitted source hands the training counts to the CV choice
+    (calibration_cv.fold_prior refits gamma per fold); with given source counts, or another
+    method, nothing is refitted per fold."""
+    from ltlab.evaluation import calibrated_em as CE
+    seen = []
+    real = CE.fit_calibration
+
+    def spy(method, *args, **kw):
+        seen.append((method, kw.get("source_fit")))
+        return real(method, *args, **kw)
+    monkeypatch.setattr(CE, "fit_calibration", spy)
+    logits, y, counts = _calibrated_model()
+    test, val = {"train_counts": counts}, {"logits": logits[::5], "labels": y[::5]}
+    cal = shift.run_calibration({"method": "ce"}, test, val, "auto")
+    assert seen[0][0] == "auto" and np.array_equal(seen[0][1], counts)
+    assert cal.info.get("cv_nll") and CE.SOURCE_FIT in cal.info
+    seen.clear()
+    shift.run_calibration({"method": "ce"}, test, val, "auto", source_counts=counts)
+    shift.run_calibration({"method": "ce"}, test, val, "ts")
+    assert [m for m, _ in seen] == ["auto", "ts"] and all(s is None for _, s in seen)

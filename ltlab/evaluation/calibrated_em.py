@@ -72,7 +72,7 @@ def fit_calibration(method: str, val_logits=None, val_labels=None, model_prior=N
     ``model_prior``: counts (or a prior) of the label distribution the logits encode
     (shift.source_prior on the raw scale, shift.calibrated_source_prior for the posteriors of a
     fitted calibration); the source prior of 'ts', 'bcts_l2' and 'none'. 'auto' passes
-    ``auto_options`` (n_folds, n_repeats, seed, candidates) to calibration_cv.choose_calibration.
+    ``auto_options`` (n_folds, n_repeats, seed, candidates, source_fit) to calibration_cv.choose_calibration.
     """
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration {method!r}: expected one of {', '.join(CALIBRATIONS)}")

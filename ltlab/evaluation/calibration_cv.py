@@ -76,10 +76,22 @@ def _fit_on(method, f, y, model_prior, val_prior, bias_sigma) -> CF.Calibration:
     return CF.fit_method(method, f, y, model_prior)
 
 
+def fold_prior(model_prior, source_fit, f, y) -> np.ndarray:
+    """The model prior a fit on these val images uses: ``model_prior``, or where it was itself
+    fitted on the val split (``source_fit``: the training counts of pi^gamma,
+    calibration_fit.fit_prior_power), pi^gamma fitted again on these images alone, so that the
+    held-out fold has no say in it."""
+    if source_fit is None:
+        return model_prior
+    counts = np.asarray(source_fit, dtype=np.float64).ravel()
+    return np.maximum(counts, 1.0) ** CF.fit_prior_power(f, y, counts)[1]
+
+
 def cv_nll(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: int = N_FOLDS,
-           n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA) -> dict:
+           n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA,
+           source_fit=None) -> dict:
     """{candidate: (n_repeats, N) held-out NLL of every val image in every repeat}; repeat r uses
-    the folds of seed ``seed + r``."""
+    the folds of seed ``seed + r``. ``source_fit``: see :func:`fold_prior`."""
     f = np.asarray(val_logits, dtype=np.float64)
     y = np.asarray(val_labels).astype(np.int64).ravel()
     q_val = np.bincount(y, minlength=f.shape[1]) / y.size
@@ -89,17 +101,21 @@ def cv_nll(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: 
         for k in range(n_folds):
             test = fold == k
             fit = ~test
+            prior = fold_prior(model_prior, source_fit, f[fit], y[fit])
             for m in candidates:
-                cal = _fit_on(m, f[fit], y[fit], model_prior, q_val, bias_sigma)
+                cal = _fit_on(m, f[fit], y[fit], prior, q_val, bias_sigma)
                 out[m][r, test] = heldout_nll(cal, f[test], y[test], q_val)
     return out
 
 
 def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATES, n_folds: int = N_FOLDS,
-                       n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA) -> CF.Calibration:
+                       n_repeats: int = N_REPEATS, seed: int = 0, bias_sigma: float = CF.BIAS_SIGMA,
+                       source_fit=None) -> CF.Calibration:
     """The candidate with the lowest cross-validated NLL (module docstring), refitted on the whole
     val split, with the evidence in ``info``. ``model_prior``: the prior the raw logits encode
-    (shift.source_prior, shift.calibrated_source_prior).
+    (shift.source_prior, shift.calibrated_source_prior). ``source_fit``: the training counts, when
+    ``model_prior`` is the val fit's pi^gamma; each fold then fits gamma on its own images
+    (:func:`fold_prior`), as the folds refit everything else.
 
     Folds: ``n_folds``, fewer where a class has fewer val images (at least 2). ``bcts`` is left
     out (and the reason recorded) when a class has fewer than 2 val images, since a fitting fold
@@ -131,7 +147,7 @@ def choose_calibration(val_logits, val_labels, model_prior, candidates=CANDIDATE
     if y.size < 2 * k:
         raise ValueError(f"{y.size} val images are too few to cross-validate a calibration")
     order = [m for m in CANDIDATES if m in candidates]
-    losses = cv_nll(f, y, model_prior, order, k, n_repeats, seed, bias_sigma)
+    losses = cv_nll(f, y, model_prior, order, k, n_repeats, seed, bias_sigma, source_fit)
     mean = {m: float(v.mean()) for m, v in losses.items()}
     # the SE of a mean over images: the repeats reuse the same images, so average them first
     se = {m: float(v.mean(axis=0).std(ddof=1) / np.sqrt(y.size)) for m, v in losses.items()}

@@ -146,9 +146,11 @@ def run_calibration(config: dict, test_pred: dict, val_pred: dict | None = None,
                                   np.asarray(source_counts, dtype=np.float64))
     # source 'auto' with a val split is the val fit: the calibrated posteriors' pi^gamma, and
     # interval refits on val resamples redo the fit
+    counts = np.asarray(test_pred["train_counts"], dtype=np.float64).ravel()
+    fold_fit = {"source_fit": counts} if method == "auto" else {}   # each CV fold refits gamma
     cal = CE.fit_calibration(method, val_pred["logits"], val_pred["labels"],
-                             calibrated_source_prior(test_pred, val_pred))
-    return CE.with_fitted_source(cal, test_pred["train_counts"])
+                             calibrated_source_prior(test_pred, val_pred), **fold_fit)
+    return CE.with_fitted_source(cal, counts)
 
 
 # -------------------------------------------------------------------------- table

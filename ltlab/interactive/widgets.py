@@ -201,20 +201,18 @@ def em_calibration(run, method: str = "auto", source: str = "auto") -> calibrate
     if not has_split(run, "val"):
         raise ValueError(f"EM calibration {method!r} needs the run's val split, and {run.path} has none: "
                          "train with a val split, or choose calibration 'none' (EM on the raw logits)")
-    f = Path(run.path) / "predictions" / "val.npz"
-    fitted = source in ("auto", "val")   # the val fit: the calibrated posteriors' prior is pi^gamma
-    src = shift.calibrated_source_prior(predictions(run, "test"), predictions(run, "val")) if fitted \
-        else source_counts(run, source)
-    cal = _fitted_calibration(str(Path(run.path).resolve()), f.stat().st_mtime_ns, method, tuple(src))
-    if fitted:   # interval refits on val resamples redo the fit
-        return calibrated_em.with_fitted_source(cal, predictions(run, "test")["train_counts"])
-    return cal
+    d = Path(run.path) / "predictions"
+    # 'auto' and 'val' are the val fit (shift.run_calibration without source counts); the others fixed
+    src = None if source in ("auto", "val") else tuple(source_counts(run, source))
+    return _fitted_calibration(str(Path(run.path).resolve()), (d / "test.npz").stat().st_mtime_ns,
+                               (d / "val.npz").stat().st_mtime_ns, method, src)
 
 
 @lru_cache(maxsize=16)   # fitted once per run, method and source prior: a dropdown move only reruns EM
-def _fitted_calibration(run_dir: str, mtime_ns: int, method: str, src: tuple) -> calibrated_em.Calibration:
-    val = _load(run_dir, "val", mtime_ns)
-    return calibrated_em.fit_calibration(method, val["logits"], val["labels"], np.asarray(src))
+def _fitted_calibration(run_dir: str, test_mtime: int, val_mtime: int, method: str,
+                        src: tuple | None) -> calibrated_em.Calibration:
+    test, val = _load(run_dir, "test", test_mtime), _load(run_dir, "val", val_mtime)
+    return shift.run_calibration({}, test, val, method, None if src is None else np.asarray(src))
 
 
 def prior_view(run, shift_name: str = "forward50", source: str = "auto", calibration: str = "auto",
