@@ -238,6 +238,26 @@ def test_accuracy_across_shifts(tmp_path):
     _save(fig, tmp_path, "accuracy_across_shifts")
 
 
+def test_accuracy_across_shifts_one_panel_per_variant(tmp_path):
+    """analysis.shift_compare's 'group (variant)' columns: a panel per variant, each group one
+    colour in every panel, one legend entry per group outside the panels (the archive's twelve
+    groups once hid the backward half of a single axis)."""
+    dists = ["forward50", "uniform", "backward50"]
+    groups = [f"m{i}, lr=0.{i}" for i in range(12)]
+    table = pd.DataFrame({f"{g} ({v})": np.linspace(0.5, 0.8, 3) + 0.01 * i
+                          for i, g in enumerate(groups) for v in ("none", "known")}, index=dists)
+    fig = viz.accuracy_across_shifts(table)
+    assert [ax.get_title() for ax in fig.axes] == ["none", "known"]
+    lines = [[ln for ln in ax.get_lines() if ln.get_label() in groups] for ax in fig.axes]
+    assert [len(ls) for ls in lines] == [12, 12]
+    assert [ln.get_color() for ln in lines[0]] == [ln.get_color() for ln in lines[1]]
+    assert len({str(ln.get_color()) for ln in lines[0]}) == 12                 # tab20 past ten groups
+    np.testing.assert_allclose(lines[1][3].get_ydata(), table["m3, lr=0.3 (known)"])
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == groups and not fig.axes[0].get_legend()
+    _save(fig, tmp_path, "accuracy_across_shifts_variants")
+
+
 def test_energy_vs_count(data, tmp_path):
     logits, labels = data
     fig = viz.energy_vs_count(logits, COUNTS, labels)

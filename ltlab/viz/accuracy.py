@@ -3,6 +3,7 @@ shot-group bars, the confusion matrix, classifier weight norms and accuracy acro
 label distributions."""
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -281,29 +282,56 @@ def confusion_matrix(pred, labels, train_counts, max_classes: int = 30) -> Figur
     return fig
 
 
+def _group_variant(columns) -> list | None:
+    """[(group, variant)] when every column reads 'group (variant)' with two or more variants
+    (analysis.shift_compare's columns), else None."""
+    parts = []
+    for col in map(str, columns):
+        if not col.endswith(")") or " (" not in col:
+            return None
+        group, variant = col[:-1].rsplit(" (", 1)
+        parts.append((group, variant))
+    return parts if len({v for _, v in parts}) > 1 else None
+
+
 def accuracy_across_shifts(table: pd.DataFrame) -> Figure:
     """Accuracy across test label distributions: rows = distributions in the given order
     (e.g. forward50 ... uniform ... backward50), one line per column (method / variant).
-    A non-numeric first column is used as the row labels when the index is a RangeIndex."""
+    A non-numeric first column is used as the row labels when the index is a RangeIndex.
+    Columns named 'group (variant)' (analysis.shift_compare) get one panel per variant, a colour
+    per group and the legend beside the panels: twenty lines on one axis hide each other."""
     df = table
     if isinstance(df.index, pd.RangeIndex) and len(df.columns) and \
             not pd.api.types.is_numeric_dtype(df[df.columns[0]]):
         df = df.set_index(df.columns[0])
     df = df.select_dtypes("number")
     x = np.arange(len(df))
-    fig = _figure((max(6.0, 0.6 * len(df) + 3), 4.4))
-    ax = fig.subplots()
-    for i, col in enumerate(df.columns):
-        y = df[col].to_numpy(float)
-        if np.isfinite(y).any():
-            ax.plot(x, y, marker="o", ms=4, lw=1.5, color=f"C{i}", label=str(col))
     names = [str(v) for v in df.index]
-    if "uniform" in names:
-        ax.axvline(names.index("uniform"), color="0.5", ls=":", lw=1)
-    rot = 40 if len(names) > 5 else 0
-    ax.set_xticks(x, names, rotation=rot, ha="right" if rot else "center")
-    ax.set(xlabel="test label distribution", ylabel="accuracy",
-           title="Accuracy across test label distributions")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    parts = _group_variant(df.columns)
+    variants = list(dict.fromkeys(v for _, v in parts)) if parts else [None]
+    groups = list(dict.fromkeys(g for g, _ in parts)) if parts else [str(c) for c in df.columns]
+    width = max(6.0, 0.6 * len(df) + 3)
+    fig = _figure((width * (1 if parts is None else 0.75 * len(variants)) + (3 if len(groups) > 6 else 0), 4.4))
+    axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True, squeeze=False)[0])
+    colors = {g: (f"C{i}" if len(groups) <= 10 else matplotlib.colormaps["tab20"](i % 20))
+              for i, g in enumerate(groups)}
+    for ax, variant in zip(axes, variants):
+        for (group, v), col in zip(parts or [(str(c), None) for c in df.columns], df.columns):
+            y = df[col].to_numpy(float)
+            if v == variant and np.isfinite(y).any():
+                ax.plot(x, y, marker="o", ms=4, lw=1.5, color=colors[group], label=group)
+        if "uniform" in names:
+            ax.axvline(names.index("uniform"), color="0.5", ls=":", lw=1)
+        rot = 40 if len(names) > 5 else 0
+        ax.set_xticks(x, names, rotation=rot, ha="right" if rot else "center")
+        ax.set(xlabel="test label distribution",
+               title="Accuracy across test label distributions" if variant is None else variant)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    if len(groups) > 6 or parts:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=9)
+    else:
+        axes[0].legend(loc="best", fontsize=9)
+    if parts:
+        fig.suptitle("Accuracy across test label distributions")
     return fig
