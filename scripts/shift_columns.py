@@ -7,8 +7,8 @@ backward50, each run with its val-fitted source prior and its 'auto' calibration
 import argparse
 from pathlib import Path
 
-from ltlab.evaluation import shift
 from ltlab.evaluation.run_dir import load_run
+from ltlab.reports.analysis import run_shift_table
 
 SHIFTS = ["forward50", "uniform", "backward50"]
 
@@ -20,13 +20,7 @@ def main() -> None:
     args = ap.parse_args()
     print("| run | auto calibration | none | known prior | EM |\n|---|---|---|---|---|")
     for d in sorted(x for x in args.root.iterdir() if (x / args.seed).is_dir()):
-        run = load_run(d / args.seed)
-        test = run.predictions("test")
-        val = run.predictions("val")
-        src = shift.source_prior(run.config, test, val)[0]
-        cal = shift.run_calibration(run.config, test, val, "auto")
-        t = shift.shift_table(test["logits"], test["labels"], test["train_counts"], shifts=SHIFTS,
-                              source_counts=src, calibration=cal)
+        t, cal = run_shift_table(load_run(d / args.seed), "auto", shifts=SHIFTS)
         cells = [" / ".join(f"{100 * x:.1f}" for x in t[c]) for c in ("none", "known", "em")]
         print(f"| {d.name} | {cal.method} | " + " | ".join(cells) + " |")
 

@@ -240,8 +240,8 @@ def test_accuracy_across_shifts(tmp_path):
 
 def test_accuracy_across_shifts_one_panel_per_variant(tmp_path):
     """analysis.shift_compare's 'group (variant)' columns: a panel per variant, each group one
-    colour in every panel, one legend entry per group outside the panels (the archive's twelve
-    groups once hid the backward half of a single axis)."""
+    colour in every panel, one legend entry per group outside the panels (the archive's ten
+    groups, twenty lines, once hid the backward half of a single axis)."""
     dists = ["forward50", "uniform", "backward50"]
     groups = [f"m{i}, lr=0.{i}" for i in range(12)]
     table = pd.DataFrame({f"{g} ({v})": np.linspace(0.5, 0.8, 3) + 0.01 * i

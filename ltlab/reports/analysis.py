@@ -254,6 +254,18 @@ def _val_predictions(run):
         return None
 
 
+def run_shift_table(run, em_calibration: str = "auto", em: bool = True, shifts=shift.SHIFTS):
+    """(shift.shift_table of one run, the calibration it used): the run's own source prior
+    (shift.source_prior 'auto') and its val split's ``em_calibration`` (None without a val split:
+    the raw logits)."""
+    p = run.predictions("test")
+    val = _val_predictions(run)
+    src = shift.source_prior(run.config, p, val)[0]
+    cal = None if val is None else shift.run_calibration(run.config, p, val, em_calibration)
+    return shift.shift_table(p["logits"], p["labels"], p["train_counts"], shifts=shifts, source_counts=src,
+                             calibration=cal, em=em), cal
+
+
 def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
                   em_calibration: str = "auto") -> pd.DataFrame:
     """Accuracy across the CIFAR-style test distributions, mean over each group's seeds:
@@ -265,14 +277,7 @@ def shift_compare(groups: dict, variants=("none", "known"), em: bool = False,
     uses its raw logits."""
     cols = {}
     for label, group in groups.items():
-        tables = []
-        for r in group:
-            p = r.predictions("test")
-            val = _val_predictions(r)
-            src = shift.source_prior(r.config, p, val)[0]
-            cal = None if val is None else shift.run_calibration(r.config, p, val, em_calibration)
-            tables.append(shift.shift_table(p["logits"], p["labels"], p["train_counts"], source_counts=src,
-                                            calibration=cal, em=em))
+        tables = [run_shift_table(r, em_calibration, em)[0] for r in group]
         mean = sum(t[list(variants)] for t in tables) / len(tables)
         for v in variants:
             cols[f"{label} ({v})" if len(variants) > 1 else label] = mean[v]

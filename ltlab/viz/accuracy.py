@@ -307,16 +307,17 @@ def accuracy_across_shifts(table: pd.DataFrame) -> Figure:
     df = df.select_dtypes("number")
     x = np.arange(len(df))
     names = [str(v) for v in df.index]
-    parts = _group_variant(df.columns)
-    variants = list(dict.fromkeys(v for _, v in parts)) if parts else [None]
-    groups = list(dict.fromkeys(g for g, _ in parts)) if parts else [str(c) for c in df.columns]
+    paneled = _group_variant(df.columns)
+    pairs = paneled or [(str(c), None) for c in df.columns]   # one panel, variant None
+    variants = list(dict.fromkeys(v for _, v in pairs))
+    groups = list(dict.fromkeys(g for g, _ in pairs))
     width = max(6.0, 0.6 * len(df) + 3)
-    fig = _figure((width * (1 if parts is None else 0.75 * len(variants)) + (3 if len(groups) > 6 else 0), 4.4))
-    axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True, squeeze=False)[0])
+    fig = _figure((width * (0.75 * len(variants) if paneled else 1) + (3 if len(groups) > 6 else 0), 4.4))
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)[0]
     colors = {g: (f"C{i}" if len(groups) <= 10 else matplotlib.colormaps["tab20"](i % 20))
               for i, g in enumerate(groups)}
     for ax, variant in zip(axes, variants):
-        for (group, v), col in zip(parts or [(str(c), None) for c in df.columns], df.columns):
+        for (group, v), col in zip(pairs, df.columns):
             y = df[col].to_numpy(float)
             if v == variant and np.isfinite(y).any():
                 ax.plot(x, y, marker="o", ms=4, lw=1.5, color=colors[group], label=group)
@@ -328,10 +329,10 @@ def accuracy_across_shifts(table: pd.DataFrame) -> Figure:
                title="Accuracy across test label distributions" if variant is None else variant)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    if len(groups) > 6 or parts:
+    if len(groups) > 6 or paneled:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=9)
     else:
         axes[0].legend(loc="best", fontsize=9)
-    if parts:
+    if paneled:
         fig.suptitle("Accuracy across test label distributions")
     return fig
