@@ -190,8 +190,9 @@ class _Run:
         self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, lay.n + 1))])
 
     def metrics(self, W: np.ndarray, want=METRICS) -> dict:
-        """Each metric for every row of the (b, N) weight matrix W, as (b,) float64 arrays;
-        None for a metric that does not exist for this run (no class in a group, no temperature)."""
+        """Each metric for every row of the (b, N) weight matrix W (how often each image is in the
+        test set that row describes), as (b,) float64 arrays; None for a metric that does not exist
+        for this run (no class in a group, no temperature)."""
         lay, n, out = self.lay, self.lay.n, {}
         if W.shape[1] != n:
             raise ValueError("weight matrix does not match the run")
@@ -199,7 +200,8 @@ class _Run:
         cls_w = np.add.reduceat(W, lay.starts, axis=1).astype(np.float64)   # = sizes when stratified
         with np.errstate(invalid="ignore", divide="ignore"):
             acc = hits / cls_w
-        out["top1"] = hits.sum(axis=1) / W.sum(axis=1, dtype=np.float64)
+        total = W.sum(axis=1, dtype=np.float64)                 # n for a resample
+        out["top1"] = hits.sum(axis=1) / total
         out["balanced_acc"] = np.nanmean(acc, axis=1) if np.isnan(acc).any() else acc.mean(axis=1)
         for g in GROUPS:
             cols = self.group_cols[g]
@@ -207,8 +209,8 @@ class _Run:
         if "ece" in want or "ece_ts" in want:
             feats = self._feats32 if W.dtype == np.float32 else self.bin_feats
             sums = np.abs((W @ feats).astype(np.float64))
-            out["ece"] = sums[:, :N_BINS].sum(axis=1) / n
-            out["ece_ts"] = sums[:, N_BINS:].sum(axis=1) / n if self.has_ts else None
+            out["ece"] = sums[:, :N_BINS].sum(axis=1) / total
+            out["ece_ts"] = sums[:, N_BINS:].sum(axis=1) / total if self.has_ts else None
         if "auroc" in want or "aurc" in want:
             # weights are counts (or ones): integer arithmetic keeps the pair counts exact
             out["auroc"], out["aurc"] = self._ranking(np.take(W, self.score_order, axis=1).astype(np.int32))
