@@ -3,6 +3,7 @@ mutation testing, experiments/mutants/README.md): bin edges, default sizes, seed
 must not change between versions, metrics asked for one at a time, zero-weight classes and tie
 runs, integer overflow at ImageNet scale, and the messages of bad input. Each value comes from
 the definition, a hand computation or sklearn."""
+import contextlib
 import warnings
 
 import numpy as np
@@ -24,11 +25,12 @@ def small():
     return z, y, tc
 
 
-def _no_warnings():
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("error")
-    return ctx
+@contextlib.contextmanager
+def no_warnings():
+    """numpy's 'Mean of empty slice' and 0/0 warnings become errors: the code must not divide by 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 # --------------------------------------------------------------------------- resampling
@@ -178,11 +180,8 @@ def test_a_class_with_zero_weight_is_left_out_of_the_class_means(small):
     run = I._Run(z, lay, I.shot_groups(tc))
     keep = y[lay.order] != 5                            # drop class 5 (few)
     W = keep[None, :].astype(np.float64)
-    ctx = _no_warnings()
-    try:
+    with no_warnings():
         got = run.metrics(W)
-    finally:
-        ctx.__exit__(None, None, None)
     ref = I.point_estimates(z[y != 5], y[y != 5], groups=I.shot_groups(tc))
     for k in ("top1", "balanced_acc", "many", "medium", "few", "ece", "auroc", "aurc"):
         assert got[k][0] == pytest.approx(ref[k]), k
@@ -196,14 +195,11 @@ def test_ranking_with_one_correct_or_one_wrong_image_and_with_one_outcome():
     assert est["auroc"] == pytest.approx(roc_auc_score(ok, conf))
     est = I.point_estimates(z[[0, 1, 3]], y[:3])        # one wrong image
     assert est["auroc"] == pytest.approx(roc_auc_score([1, 0, 1], [0.9526, 0.7311, 0.6225]))
-    ctx = _no_warnings()
-    try:
+    with no_warnings():
         for sel in ([0, 3], [1, 2]):                    # all correct / all wrong
             lay = I._Layout(y[sel])
             out = I._Run(z[sel], lay).metrics(np.ones((1, 2)))
             assert np.isnan(out["auroc"][0]) and np.isfinite(out["aurc"][0])
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def test_a_tie_run_left_out_of_a_resample(small):
@@ -217,11 +213,8 @@ def test_a_tie_run_left_out_of_a_resample(small):
     W = np.ones((1, lay.n))
     top = run.score_order[-1]                           # the most confident image and its ties
     W[0, run.conf == run.conf[top]] = 0
-    ctx = _no_warnings()
-    try:
+    with no_warnings():
         got = run.metrics(W, ("auroc", "aurc"))
-    finally:
-        ctx.__exit__(None, None, None)
     keep = np.ones(y.size, dtype=bool)
     keep[lay.order[W[0] == 0]] = False
     ref = I.point_estimates(z[keep], y[keep])
@@ -249,11 +242,8 @@ def test_ranking_counts_do_not_overflow_at_imagenet_scale(tied):
 
 def test_percentile_of_nothing_is_none():
     assert I._percentile(None, 0.95) is None
-    ctx = _no_warnings()
-    try:
+    with no_warnings():
         assert I._percentile(np.array([np.nan, np.nan]), 0.95) is None
-    finally:
-        ctx.__exit__(None, None, None)
     assert I._percentile(np.array([np.nan, 1.0, 3.0]), 0.5) == [1.5, 2.5]
 
 
@@ -302,11 +292,8 @@ def test_paired_bootstrap_without_a_few_shot_class(small):
     rng = np.random.default_rng(9)
     zb = synth_logits(rng.random(y.size) < 0.6, y, 6, rng)
     all_many = np.full(6, 500)
-    ctx = _no_warnings()
-    try:
+    with no_warnings():
         out = P.paired_bootstrap(z, zb, y, all_many, n_resamples=100, seed=2, level=0.8)
-    finally:
-        ctx.__exit__(None, None, None)
     assert out["few"] == dict(a=None, b=None, diff=None, ci=None, text="few-shot accuracy: not available for both runs")
     assert out["ece"]["diff"] is not None                # the metric after 'few' is still compared
     assert "80% CI" in out["top1"]["text"] and "80% CI" in out["ece"]["text"]
