@@ -24,7 +24,8 @@ def main() -> None:
     args = ap.parse_args()
     runs = sorted(x for x in args.root.iterdir() if (x / args.seed).is_dir())
     if args.tv:
-        return tv_table([(d.name, load_run(d / args.seed)) for d in runs])
+        tv_table([(d.name, load_run(d / args.seed)) for d in runs])
+        return
     print("| run | auto calibration | none | known prior | EM |\n|---|---|---|---|---|")
     for d in runs:
         t, cal = run_shift_table(load_run(d / args.seed), "auto", shifts=SHIFTS)
