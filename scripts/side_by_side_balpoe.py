@@ -35,6 +35,8 @@ _spec = importlib.util.spec_from_file_location("balpoe_combiner", f"{repo}/utils
 CB = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(CB)
 
+from side_by_side_common import Once, mixup_draws  # noqa: E402
+
 from ltlab.methods.base import METHODS  # noqa: E402
 from ltlab.methods.resolve import from_dict  # noqa: E402
 from ltlab.training import loop as L  # noqa: E402
@@ -85,28 +87,9 @@ opt_o = torch.optim.SGD(recipe.parameters(ours, cfg), lr=cfg.lr, momentum=cfg.mo
 loss_o = recipe.build_loss(cfg, data).double()
 
 
-class Once:
-    """The two batches as one epoch's loader."""
-    def __init__(self, b):
-        self.b = b
-
-    def __iter__(self):
-        return iter(self.b)
-
-    def __len__(self):
-        return len(self.b)
-
-    def set_epoch(self, e):
-        pass
-
-
 batches = [(x, y), (x.flip(0), y.flip(0))]
 L.set_lr(opt_o, lr_at(cfg, 1))
-rng = L.epoch_rng(cfg.seed, 1)
-draws = []
-for _ in batches:
-    lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-    draws.append((lam, torch.from_numpy(rng.permutation(128))))
+draws = mixup_draws(cfg, batches)
 mean_o, _ = L.train_one_epoch(ours, Once(batches), loss_o, opt_o, recipe, epoch=1, seed=cfg.seed,
                               mixup_alpha=cfg.mixup_alpha)
 

@@ -34,6 +34,8 @@ _fn = next(n for n in _tree.body if isinstance(n, ast.FunctionDef) and n.name ==
 _ns = {"math": math}
 exec(compile(ast.Module([_fn], []), "train_stage1.py", "exec"), _ns)
 adjust_learning_rate = _ns["adjust_learning_rate"]
+from side_by_side_common import Once, mixup_draws  # noqa: E402
+
 from ltlab.methods.base import METHODS  # noqa: E402
 from ltlab.methods.mislas import stage1_config  # noqa: E402
 from ltlab.methods.resolve import from_dict  # noqa: E402
@@ -76,28 +78,9 @@ opt_o = torch.optim.SGD(recipe.parameters(ours, cfg), lr=cfg.lr, momentum=cfg.mo
 loss_o = recipe.build_loss(cfg, data)
 
 
-class Once:
-    """The two batches as one epoch's loader."""
-    def __init__(self, b):
-        self.b = b
-
-    def __iter__(self):
-        return iter(self.b)
-
-    def __len__(self):
-        return len(self.b)
-
-    def set_epoch(self, e):
-        pass
-
-
 batches = [(x, y), (x.flip(0), y.flip(0))]
 L.set_lr(opt_o, lr_at(cfg, 1))
-rng = L.epoch_rng(cfg.seed, 1)
-draws = []
-for _ in batches:
-    lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-    draws.append((lam, torch.from_numpy(rng.permutation(128))))
+draws = mixup_draws(cfg, batches)
 mean_o, _ = L.train_one_epoch(ours, Once(batches), loss_o, opt_o, recipe, epoch=1, seed=cfg.seed, mixup_alpha=cfg.mixup_alpha)
 
 # config/cifar10/cifar10_imb001_stage1_mixup.yaml: lr 0.1, momentum 0.9, weight_decay 2e-4, cos False
