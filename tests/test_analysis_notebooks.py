@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 
 from ltlab.evaluation import metrics as M
+from ltlab.evaluation import scores
 from ltlab.evaluation.run_dir import RunNotFinished, compute_summary, load_run
 from ltlab.reports import analysis
 
@@ -189,6 +190,21 @@ def test_failure_table_matches_metrics():
     few = M.shot_groups(counts)[y] == 2
     assert t.loc[("msp", "few"), "n"] == few.sum()
     assert set(t.index.get_level_values("group")) == {"all", "many", "medium", "few"}
+
+
+def test_energy_caveat_names_log_probability_logits_only():
+    logits, y, counts = _synthetic()
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))       # what a mixture head saves
+    assert analysis.energy_caveat(logits) is None
+    assert analysis.energy_caveat(log_p + 1e-3) is None                 # beyond the tolerance
+    note = analysis.energy_caveat(log_p.astype(np.float32))              # as stored in predictions/
+    assert "log-probabilities" in note and "600 rows" in note
+    # what the sentence claims, on the same logits
+    assert np.ptp(scores.neg_energy(log_p)) < 1e-12
+    t = analysis.failure_table(log_p, y, counts)
+    assert abs(t.loc[("energy", "all"), "AUROC"] - 0.5) < 0.1
+    assert t.loc[("residual_energy", "all"), "AUROC"] == pytest.approx(t.loc[("msp", "all"), "AUROC"])
+    assert analysis.energy_caveat(np.zeros((0, 3))) is None
 
 
 def test_calibration_table_raw_and_scaled():

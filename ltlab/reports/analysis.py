@@ -73,6 +73,25 @@ def failure_table(logits, labels, train_counts, score_names=FAILURE_SCORES, T: f
     return pd.DataFrame(rows).set_index(["score", "group"])
 
 
+def energy_caveat(logits, atol: float = 1e-4) -> str | None:
+    """A sentence for the energy page when the energy scores cannot say what their names
+    promise, else None: logits that are log-probabilities (logsumexp 0 on every row; the
+    mixture head of enmos saves log p(y|x), having no other logit vector of its own) carry no
+    magnitude: at T = 1, -E(x) = 0 (its ranking is rounding noise) and
+    BE = E(x) - log(1 - MSP) = -log(1 - MSP)."""
+    f = np.asarray(logits, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] == 0:
+        return None
+    m = f.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(f - m).sum(axis=1))
+    if np.max(np.abs(lse)) > atol:
+        return None
+    return (f"These logits are log-probabilities (logsumexp within {atol:g} of 0 on all {f.shape[0]} rows, "
+            "as a mixture head saves them), so every score here is a function of the probabilities alone: "
+            "at T = 1 the free energy is 0 for every image but for rounding, so it ranks by noise (AUROC near "
+            "0.5), and the residual energy equals -log(1 - MSP), which ranks exactly like MSP.")
+
+
 def calibration_row(logits, labels, n_bins: int = 15) -> dict:
     """n, accuracy, ECE, MCE, RMSCE, classwise ECE, adaptive ECE, NLL, Brier of logits."""
     f = np.asarray(logits, dtype=np.float64)

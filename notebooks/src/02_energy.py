@@ -37,6 +37,9 @@ logits, labels, counts = pred["logits"], pred["labels"], pred["train_counts"]
 print(f"{run.path}: method {run.config['method']}, dataset {run.config['dataset']}, seed {run.config['seed']}; "
       f"{split} split, {len(labels)} samples, {logits.shape[1]} classes, "
       f"top-1 {(logits.argmax(1) == labels).mean():.1%}")
+caveat = analysis.energy_caveat(logits)
+if caveat:
+    print(caveat)
 
 # %% [markdown]
 # ## Score distributions, correct vs incorrect
