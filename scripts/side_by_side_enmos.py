@@ -81,11 +81,23 @@ K, C = ours.head.components, ours.head.num_classes
 
 feat_model = copy.deepcopy(ours.backbone)
 classifier = MOS.DotProduct_MOS(num_classes=C, feat_dim=ours.head.fc.in_features, num_components=K).double()
+
+
+def their_state() -> dict:
+    """The original's tensors under ltlab's names: its K heads stacked as row blocks of ltlab's one
+    Linear (block k is head k), its gate `prior` as ltlab's gate."""
+    return {**{f"backbone.{k}": v for k, v in feat_model.state_dict().items()},
+            "head.fc.weight": torch.cat([c.weight for c in classifier.components]),
+            "head.fc.bias": torch.cat([c.bias for c in classifier.components]),
+            "head.gate.weight": classifier.prior.weight}
+
+
 with torch.no_grad():
-    for k in range(K):   # row block k of ltlab's one Linear is head k
+    for k in range(K):
         classifier.components[k].weight.copy_(ours.head.fc.weight[k * C:(k + 1) * C])
         classifier.components[k].bias.copy_(ours.head.fc.bias[k * C:(k + 1) * C])
     classifier.prior.weight.copy_(ours.head.gate.weight)
+assert sorted(their_state()) == sorted(ours.state_dict()), "the two models' tensors do not pair up"
 networks = {"feat_model": feat_model, "classifier": classifier}
 print("parameters: ltlab", sum(p.numel() for p in ours.parameters()),
       "EnMos", sum(p.numel() for n in networks.values() for p in n.parameters()))
@@ -139,23 +151,9 @@ print("lr epoch 1:", lr_at(cfg, 1), "| the original's gradient norms before clip
       "per step:", norms)
 print("mean loss of the two steps: ltlab", mean_o, "EnMos", float(np.mean(losses_m)))
 
-after = feat_model.state_dict()
-diffs = []
-for name, v in ours.state_dict().items():
-    if not v.dtype.is_floating_point:
-        continue
-    if name.startswith("backbone."):
-        diffs.append((name, (v - after[name[len("backbone."):]]).abs().max().item()))
-    elif name == "head.fc.weight":
-        diffs.append((name, max((v[k * C:(k + 1) * C] - classifier.components[k].weight).abs().max().item()
-                                for k in range(K))))
-    elif name == "head.fc.bias":
-        diffs.append((name, max((v[k * C:(k + 1) * C] - classifier.components[k].bias).abs().max().item()
-                                for k in range(K))))
-    elif name == "head.gate.weight":
-        diffs.append((name, (v - classifier.prior.weight).abs().max().item()))
-    else:
-        raise SystemExit(f"unpaired tensor {name}")
+after = their_state()
+diffs = [(name, (v - after[name]).abs().max().item()) for name, v in ours.state_dict().items()
+         if v.dtype.is_floating_point]
 worst = max(diffs, key=lambda d: d[1])
 print("after two steps, max |diff| over", len(diffs), "tensors (weights, BN stats):", worst)
 moved = max((p - before[k]).abs().max().item() for k, p in ours.named_parameters())

@@ -82,9 +82,7 @@ def energy_caveat(logits, atol: float = 1e-4) -> str | None:
     f = np.asarray(logits, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] == 0:
         return None
-    m = f.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(f - m).sum(axis=1))
-    if np.max(np.abs(lse)) > atol:
+    if np.max(np.abs(scores.neg_energy(f))) > atol:   # -E(x) at T = 1 is the row's logsumexp
         return None
     return (f"These logits are log-probabilities (logsumexp within {atol:g} of 0 on all {f.shape[0]} rows, "
             "as a mixture head saves them), so every score here is a function of the probabilities alone: "
