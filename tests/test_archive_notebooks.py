@@ -48,3 +48,29 @@ def test_analysis_batch_over_an_archive(demo_run, tmp_path, monkeypatch):
     assert "la_posthoc" in (out / "compare.ipynb").read_text()                 # compared, not analysed
     calib = (out / "ce_seed0__03_calibration.ipynb").read_text()
     assert "no weight-norm / τ-norm view" in calib or "no weight-norm" in calib
+
+
+def test_the_index_keeps_two_configurations_of_one_method_apart(demo_run, tmp_path):
+    """The archive's ce and mislas_stage1 are both method ce, seed 0: the index must not average
+    them as two seeds of one configuration (it did, until the batch took analysis.group_runs' labels)."""
+    from ltlab.reports.batch_runs import group_params
+    from ltlab.reports.html import aggregate, runs_frame
+
+    cfg = yaml.safe_load((demo_run / "config.yaml").read_text())
+    dirs = []
+    for name, change in [("plain", {}), ("mixup", {"mixup_alpha": 1.0, "lr_gamma": 0.1}),
+                         ("plain_seed1", {"seed": 1, "run_dir": "/x", "device": "cuda"})]:
+        d = tmp_path / name
+        shutil.copytree(demo_run, d, ignore=shutil.ignore_patterns("checkpoint.pt"))
+        (d / "config.yaml").write_text(yaml.safe_dump({**cfg, **change}))
+        dirs.append(d)
+    params = group_params(dirs)
+    method = cfg["method"]
+    assert params[0] == {"method": f"{method}, lr_gamma={cfg['lr_gamma']}, mixup_alpha={cfg['mixup_alpha']}",
+                         "seed": cfg["seed"]}
+    assert params[1] == {"method": f"{method}, lr_gamma=0.1, mixup_alpha=1.0", "seed": cfg["seed"]}
+    assert params[2] == {**params[0], "seed": 1}          # another seed of the first: where it ran is not a config
+    records = [{"name": d.name, "params": p, "run_dir": str(d), "status": "ok"} for d, p in zip(dirs, params)]
+    table = aggregate(runs_frame(records))
+    assert [(json.loads(c)["method"], n) for c, n in table[["config", "n"]].values] == [
+        (params[0]["method"], 2), (params[1]["method"], 1)]

@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 from ltlab.config import ConfigError
-from ltlab.evaluation.run_dir import is_finished, read_yaml
+from ltlab.evaluation.run_dir import is_finished, load_run, read_yaml
 from ltlab.io import atomic_write_json
+from ltlab.reports.analysis import group_runs
 from ltlab.reports.executors import pool_map
 from ltlab.reports.html import write_batch_report
 from ltlab.reports.notebook_run import execute
@@ -40,6 +41,20 @@ def _name(run_dir: Path) -> str:
     return "_".join(parts[-2:]).replace(" ", "")     # <method>_seed<k> in an archive
 
 
+def group_params(run_dirs) -> list[dict]:
+    """Each run's index parameters: its seed, and as 'method' the label of its configuration
+    (analysis.group_runs, as the comparison page groups them). Grouping by the method alone would
+    average different configurations as if they were seeds: the archive's ce and mislas_stage1
+    (CE with mixup) are both method ce, seed 0."""
+    label_of = {r.path.resolve(): label for label, group in group_runs([load_run(d) for d in run_dirs]).items()
+                for r in group}
+    out = []
+    for d in run_dirs:
+        cfg = read_yaml(d / "config.yaml")
+        out.append({"method": label_of[Path(d).resolve()], **({"seed": cfg["seed"]} if "seed" in cfg else {})})
+    return out
+
+
 def _execute(job: dict) -> dict:
     return execute(**job)
 
@@ -60,6 +75,7 @@ def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> P
     analysed = {d.resolve() for d in finished_run_dirs(spec.get("analysis_runs", spec["run_dirs"]), where)}
     if not analysed <= {d.resolve() for d in run_dirs}:
         raise ConfigError(f"{where}: analysis_runs {spec['analysis_runs']} match runs outside run_dirs")
+    index_params = group_params(run_dirs)   # reads every run first: a broken one stops the batch before any page
     for nb in spec["analysis"] + ([spec["compare"]] if spec.get("compare") else []):
         if not (root / nb).is_file():
             raise ConfigError(f"{where}: notebook '{nb}' not found")
@@ -78,12 +94,10 @@ def analyse_runs(spec: dict, experiments, reports="reports", jobs: int = 1) -> P
     if spec.get("compare"):
         spec["_compare"] = {"html": "compare.html", **done.pop()}
     records = []
-    for d in run_dirs:
+    for d, params in zip(run_dirs, index_params):
         name = _name(d)
-        cfg = read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
-        # method and seed as the run's config has them: the index groups the runs by method, over seeds
-        rec = {"name": name, "params": {k: cfg[k] for k in ("method", "seed") if k in cfg}, "run_dir": str(d.resolve()),
-               "status": "ok", "error": None, "analysis": []}
+        rec = {"name": name, "params": params, "run_dir": str(d.resolve()), "status": "ok", "error": None,
+               "analysis": []}
         for nb, a in [(nb, a) for (run, nb), a in zip(pages, done) if run == d]:
             rec["analysis"].append({"notebook": Path(nb).stem, "html": f"{name}__{Path(nb).stem}.html", **a})
             if a["status"] != "ok":
