@@ -17,6 +17,7 @@ The logic and its rules are in ltlab/reports/queue.py.
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def main(argv=None) -> int:
         print(f"results_queue: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1))
+    if runner.stopped is not None:
+        print(f"results_queue: stopped by {signal.Signals(runner.stopped).name}: its runs were interrupted and "
+              "resume from their checkpoints next time", file=sys.stderr)
+        return 128 + runner.stopped
     for e in runner.errors:
         print(f"results_queue: error: {e}", file=sys.stderr)
     return 1 if runner.errors or any(r["state"] == "failed" for r in report.values()) else 0

@@ -149,6 +149,44 @@ def _partial(run_dir, epochs, seconds=20.0):
     (run_dir / "config.yaml").write_text("method: ce\n")
 
 
+def test_sigterm_stops_the_queue_and_its_trainer(grid):
+    """Each trainer leads its own process group, so a SIGTERM to the queue alone once left the
+    trainer running (and a restarted queue resumed the same run beside it). The queue now
+    interrupts its trainers as at the deadline, says why, and gives the signal handler back."""
+    import os
+    import threading
+
+    tmp, launcher = grid
+    jobs = [j for j in grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs", ["epochs=200"]) if j.name == "long_seed-0"]
+    procs = []
+
+    def launch(job):
+        procs.append(launcher(0.2)(job))
+        return procs[-1]
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        runner = _runner(tmp, jobs, 10.0, launch, guess=0.001)
+        report = runner.run()
+    finally:
+        timer.cancel()
+    assert runner.stopped == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is before
+    assert report["long_seed-0"]["state"] == "pending" and "stopped by SIGTERM" in report["long_seed-0"]["note"]
+    assert len(procs) == 1 and procs[0].poll() is not None                 # the trainer is gone too
+    assert 0 < grid_runner.epochs_done(jobs[0].run_dir) < 200
+
+
+def test_the_queue_refuses_to_start_beside_a_live_trainer(grid):
+    tmp, launcher = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    runner = grid_runner.Runner(jobs, tmp / "runs", tmp / "results", minutes=1.0, launch=launcher(0.01),
+                                log=lambda *_: None, busy=lambda: {str(jobs[2].run_dir.resolve())})
+    with pytest.raises(grid_runner.ConfigError, match="long_seed-0: an `ltlab train` process is already training"):
+        runner.run()
+    assert not (tmp / "runs").exists()                                      # nothing started
+
+
 def test_status_says_done_training_interrupted_queued(grid):
     tmp, _ = grid
     jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")

@@ -95,6 +95,35 @@ def test_truncated_checkpoint_clear_error_then_restart(tmp_path, capsys):
     assert (run_dir / "summary.json").exists()
 
 
+def test_a_second_trainer_in_one_run_directory_is_refused(tmp_path, capsys):
+    """A queue stopped without its trainer, then restarted, once resumed the same run beside the
+    living one: both appended to metrics.csv. A trainer holds the run directory's flock; another
+    process gets one line and exit 2 and writes nothing; the lock dies with its holder."""
+    from ltlab.training.lock import run_dir_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+                               str(run_dir)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        args = ["train", "dataset=demo", "epochs=1", "device=cpu", f"run_dir={run_dir}", "progress=false"]
+        assert main(args + ["--resume"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"run directory '{run_dir}' is being trained by another process" in err and err.count("\n") == 1
+    assert list(run_dir.iterdir()) == []
+    with run_dir_lock(run_dir):          # the kernel dropped the dead holder's lock
+        pass
+    fresh = tmp_path / "fresh"
+    with run_dir_lock(fresh):
+        assert fresh.is_dir()
+    assert not fresh.exists()            # a directory the lock created and nothing filled is removed
+
+
 def test_resume_with_different_config_lists_keys(tmp_path, capsys):
     run_dir = tmp_path / "run"
     ltlab.fit(demo_config(run_dir, epochs=1))

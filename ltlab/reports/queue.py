@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,7 @@ def start(cmd, **kw) -> subprocess.Popen:
 
 class Runner:
     def __init__(self, jobs, runs_root, out, *, minutes, parallel=1, default_epoch_seconds=1.0,
-                 overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0):
+                 overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0, busy=running_run_dirs):
         self.jobs, self.runs_root, self.out = jobs, Path(runs_root), Path(out)
         self.deadline = time.monotonic() + 60.0 * minutes
         self.parallel, self.default, self.overhead = parallel, default_epoch_seconds, overhead
@@ -261,6 +262,8 @@ class Runner:
         self.launch = launch or self._launch
         self.known = archive.archived_sources(self.out)
         self.errors: list[str] = []
+        self.busy = busy                 # () -> run directories an `ltlab train` is training now
+        self.stopped: int | None = None  # the signal that stopped the queue
 
     def _launch(self, job: Job) -> subprocess.Popen:
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,29 @@ class Runner:
         return None
 
     def run(self) -> dict:
+        """Train what fits, archive what finishes. SIGTERM or SIGINT stops the queue and, like the
+        deadline, interrupts its trainers (each leads its own process group, so a signal to the queue
+        alone would leave them training); their runs resume next time."""
+        live = self.busy()
+        taken = [j.name for j in self.jobs if not is_finished(j.run_dir) and str(j.run_dir.resolve()) in live]
+        if taken:   # a queue stopped before its trainers could stop them: starting beside them would double a run
+            raise ConfigError(f"{', '.join(taken)}: an `ltlab train` process is already training in its run "
+                              "directory (left by a queue that was stopped without its trainer?): stop that "
+                              "process group or let it finish, then start the queue again")
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, self._stop)
+        try:
+            return self._run()
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+
+    def _stop(self, signum, frame) -> None:
+        self.stopped = signum
+
+    def _run(self) -> dict:
         for job in self.jobs:
             if is_finished(job.run_dir):
                 job.state = "finished"
@@ -303,7 +329,7 @@ class Runner:
                 job.state, job.note = "finished", "archived earlier"
         running: list[Job] = []
         while True:
-            while len(running) < self.parallel and (job := self._next()) is not None:
+            while self.stopped is None and len(running) < self.parallel and (job := self._next()) is not None:
                 job.state, job.note = "running", ""
                 job.proc = self.launch(job)
                 running.append(job)
@@ -319,12 +345,15 @@ class Runner:
                 self.log(f"{job.state} {job.name} {job.note}".rstrip())
                 if ok:
                     self._archive(job)
+            if self.stopped is not None:
+                self._interrupt(running, f"stopped by {signal.Signals(self.stopped).name}")
+                break
             if time.monotonic() > self.deadline:
                 self._interrupt(running)
                 break
         return self.report()
 
-    def _interrupt(self, running) -> None:
+    def _interrupt(self, running, why: str = "interrupted at the deadline") -> None:
         for job in running:     # each job leads its own process group (start_new_session)
             os.killpg(job.proc.pid, signal.SIGINT)
         for job in running:
@@ -333,7 +362,7 @@ class Runner:
             except subprocess.TimeoutExpired:
                 job.proc.kill()
                 job.proc.wait()
-            job.state, job.note = "pending", f"interrupted at the deadline after {epochs_done(job.run_dir)} epochs"
+            job.state, job.note = "pending", f"{why} after {epochs_done(job.run_dir)} epochs"
             self.log(f"interrupted {job.name}: resumes next time")
 
     def report(self) -> dict:

@@ -38,6 +38,7 @@ from ltlab.models.inference import autocast_dtype
 from ltlab.training import distributed as D
 from ltlab.training import provenance, schedule
 from ltlab.training.finish import finish_run
+from ltlab.training.lock import run_dir_lock
 from ltlab.training.schedule import lr_at_step, warmup_steps
 from ltlab.training.tblog import EpochLog
 
@@ -228,8 +229,9 @@ def fit(config, *, resume: bool = False, restart: bool = False, force: bool = Fa
     """
     cfg = resolve.coerce(config)
     ctx = D.setup(resolve_device(cfg.device))
-    cfg = train_own_stage1(cfg, resume=resume)
-    run_dir = _fit(cfg, ctx, resume=resume, restart=restart, force=force)
+    with run_dir_lock(cfg.resolved_run_dir(), enabled=ctx.main):
+        cfg = train_own_stage1(cfg, resume=resume)
+        run_dir = _fit(cfg, ctx, resume=resume, restart=restart, force=force)
     D.destroy(ctx)   # after an exception torchrun stops the other processes; nothing to tidy here
     return run_dir
 
