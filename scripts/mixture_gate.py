@@ -39,17 +39,18 @@ def main() -> None:
     model.load_state_dict(load_checkpoint(args.run_dir / "checkpoint.pt")["model"])
     model.eval()
 
-    z, gate, y = [], [], []
+    z, gate, logits, y = [], [], [], []
     with torch.no_grad():
         for x, t in data.eval_loader("test", 500):
             out = model(x)
             z.append(out["component_logits"].float())
             gate.append(out["gate"].float())
+            logits.append(out["logits"].float())
             y.append(t)
     z, gate, y = torch.cat(z, 1), torch.cat(gate), torch.cat(y)   # z: (K, N, C)
+    saved = torch.cat(logits).exp()                                 # what the run saves, as probabilities
     log_prior = torch.log(torch.as_tensor(np.asarray(data.train_counts, dtype=np.float64)).float())
     log_prior = log_prior - torch.logsumexp(log_prior, 0)
-    saved = (gate.t()[..., None] * z.softmax(-1)).sum(0)          # what the run saves, as probabilities
     trained = (gate.t()[..., None] * (z + log_prior).softmax(-1)).sum(0)
     bayes = trained / log_prior.exp()                               # logit adjustment's rule, unnormalised
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ltlab.config import ConfigError
-from ltlab.evaluation.run_dir import is_finished, load_run, read_yaml
+from ltlab.evaluation.run_dir import is_finished, load_run
 from ltlab.io import atomic_write_json
 from ltlab.reports.analysis import group_runs
 from ltlab.reports.executors import pool_map
@@ -46,13 +46,9 @@ def group_params(run_dirs) -> list[dict]:
     (analysis.group_runs, as the comparison page groups them). Grouping by the method alone would
     average different configurations as if they were seeds: the archive's ce and mislas_stage1
     (CE with mixup) are both method ce, seed 0."""
-    label_of = {r.path.resolve(): label for label, group in group_runs([load_run(d) for d in run_dirs]).items()
-                for r in group}
-    out = []
-    for d in run_dirs:
-        cfg = read_yaml(d / "config.yaml")
-        out.append({"method": label_of[Path(d).resolve()], **({"seed": cfg["seed"]} if "seed" in cfg else {})})
-    return out
+    runs = [load_run(d) for d in run_dirs]
+    label_of = {id(r): label for label, group in group_runs(runs).items() for r in group}
+    return [{"method": label_of[id(r)], **({"seed": r.config["seed"]} if "seed" in r.config else {})} for r in runs]
 
 
 def _execute(job: dict) -> dict:
