@@ -37,6 +37,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs-root", default=str(Path.home() / "ltlab-queue" / "runs"),
                    help="run directories, outside the repository (default ~/ltlab-queue/runs)")
     p.add_argument("--out", default="experiments/results", help="archive root")
+    p.add_argument("--earlier", action="append", default=None, metavar="DIR",
+                   help="another archive whose runs count as done, never retrained (repeatable; default: "
+                        "this checkout's committed experiments/results, so that a new machine with an empty "
+                        "--out resumes the queue where the archive stands)")
     p.add_argument("--benchmark", help="archive benchmark folder (default from the config)")
     p.add_argument("--epoch-seconds", type=float, default=1.0,
                    help="first guess of seconds per epoch before any is measured (H100 CE: 0.63)")
@@ -51,6 +55,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         root = Path(a.runs_root)
+        earlier = a.earlier if a.earlier is not None else [Path(__file__).resolve().parents[1] / "experiments" / "results"]
         jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
         if a.save_carry:
             print("carried:", ", ".join(grid_runner.save_carry(jobs, a.carry)) or "nothing")
@@ -58,7 +63,8 @@ def main(argv=None) -> int:
         if a.status:
             running, known = grid_runner.running_run_dirs(), archive.archived_sources(a.out)
             for j in jobs:
-                print(grid_runner.format_status(grid_runner.job_status(j, running, known, out_root=a.out)))
+                print(grid_runner.format_status(grid_runner.job_status(j, running, known, out_root=a.out,
+                                                                       earlier=earlier)))
             return 0
         if a.dry_run:
             for j in jobs:
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
             print(f"restored {name} from {a.carry}: resumes from its checkpoint")
         runner = grid_runner.Runner(jobs, root, a.out, minutes=a.minutes, parallel=a.parallel,
                                     default_epoch_seconds=a.epoch_seconds, overhead=a.overhead,
-                                    benchmark=a.benchmark)
+                                    benchmark=a.benchmark, earlier=earlier)
         report = runner.run()
     except ConfigError as e:
         print(f"results_queue: error: {e}", file=sys.stderr)

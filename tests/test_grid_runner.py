@@ -246,6 +246,30 @@ def test_a_run_archived_on_an_earlier_machine_is_done_not_retrained(grid):
     assert runner.run()["ce_seed-0"]["state"] == "finished"
 
 
+def test_a_new_machine_with_an_empty_out_does_not_retrain_the_committed_archive(grid):
+    """On a fresh machine --out (outside the repository) starts empty; the checkout's committed
+    archive, passed as `earlier` (the script's default), still marks its runs done."""
+    tmp, _ = grid
+    jobs = grid_runner.jobs_from_spec(tmp / "g.yaml", tmp / "runs")
+    committed = tmp / "checkout" / "experiments" / "results"
+    copy = committed / "demo_if100" / "ce" / "seed0"
+    copy.mkdir(parents=True)
+    (copy / "summary.json").write_text("{}")
+    st = grid_runner.job_status(jobs[0], set(), set(), out_root=tmp / "results", earlier=[committed])
+    assert st["state"] == "done" and str(copy) in st["note"]
+    assert grid_runner.job_status(jobs[0], set(), set(), out_root=tmp / "results")["state"] == "queued"
+    runner = grid_runner.Runner(jobs[:1], tmp / "runs", tmp / "results", minutes=1, default_epoch_seconds=0.1,
+                                overhead=0.0, launch=lambda job: pytest.fail("retrained a committed run"),
+                                log=lambda *_: None, poll=0.05, earlier=[committed])
+    assert runner.run()["ce_seed-0"]["state"] == "finished"
+    from conftest import REPO
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "results_queue.py"), "--status",
+                          "--experiments", str(tmp / "g.yaml"), "--runs-root", str(tmp / "runs"),
+                          "--out", str(tmp / "results"), "--earlier", str(committed)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.splitlines()[0].split()[:2] == ["ce_seed-0", "done"], out
+
+
 def test_status_piped_into_head_ends_without_a_traceback(grid):
     """`results_queue.py --status | head -1`: the closed pipe ends the script quietly (exit 141)."""
     from conftest import REPO

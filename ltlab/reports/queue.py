@@ -144,7 +144,8 @@ def archived_copy(job: Job, out) -> Path | None:
     return d if is_finished(d) else None
 
 
-def job_status(job: Job, running: set[str], known: set[str], now: float | None = None, out_root=None) -> dict:
+def job_status(job: Job, running: set[str], known: set[str], now: float | None = None, out_root=None,
+               earlier=()) -> dict:
     """done / training (epoch x of N, seconds an epoch, estimated finish) / interrupted / queued."""
     now = time.time() if now is None else now
     done = sum(epochs_done(d) for d in run_dirs(job))
@@ -152,8 +153,9 @@ def job_status(job: Job, running: set[str], known: set[str], now: float | None =
     if is_finished(job.run_dir):
         archived = str(job.run_dir.resolve()) in known
         return {**out, "state": "done", "note": "archived" if archived else "finished, not archived yet"}
-    if out_root is not None and archived_copy(job, out_root) is not None:
-        return {**out, "epochs_done": job.epochs, "state": "done", "note": f"archived in {archived_copy(job, out_root)}"}
+    for root in ([out_root] if out_root is not None else []) + list(earlier):
+        if (copy := archived_copy(job, root)) is not None:
+            return {**out, "epochs_done": job.epochs, "state": "done", "note": f"archived in {copy}"}
     current = next((d for d in run_dirs(job) if not is_finished(d)), job.run_dir)
     secs = None
     if (current / "metrics.csv").is_file():
@@ -254,8 +256,12 @@ def start(cmd, **kw) -> subprocess.Popen:
 
 class Runner:
     def __init__(self, jobs, runs_root, out, *, minutes, parallel=1, default_epoch_seconds=1.0,
-                 overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0, busy=running_run_dirs):
+                 overhead=60.0, benchmark=None, launch=None, log=print, poll=2.0, busy=running_run_dirs,
+                 earlier=()):
         self.jobs, self.runs_root, self.out = jobs, Path(runs_root), Path(out)
+        # other archives whose runs count as done (the checkout's committed one when --out points
+        # elsewhere): a new machine with an empty --out must not retrain what has already landed
+        self.earlier = [Path(e) for e in earlier]
         self.deadline = time.monotonic() + 60.0 * minutes
         self.parallel, self.default, self.overhead = parallel, default_epoch_seconds, overhead
         self.benchmark, self.log, self.poll = benchmark, log, poll
@@ -325,8 +331,8 @@ class Runner:
             if is_finished(job.run_dir):
                 job.state = "finished"
                 self._archive(job)
-            elif archived_copy(job, self.out) is not None:   # trained on an earlier machine
-                job.state, job.note = "finished", "archived earlier"
+            elif any(archived_copy(job, root) is not None for root in (self.out, *self.earlier)):
+                job.state, job.note = "finished", "archived earlier"   # trained on an earlier machine
         running: list[Job] = []
         while True:
             while self.stopped is None and len(running) < self.parallel and (job := self._next()) is not None:
