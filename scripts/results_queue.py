@@ -8,7 +8,10 @@
 
 Run directories live outside the repository (~/ltlab-queue/runs). A run still training when the machine
 goes is carried to the next one by --save-carry (its checkpoint, about 4 MB, into experiments/queue_carry/,
-committed) and restored by the next start; give it the same data_root and runs root as before.
+committed) and restored by the next start; give it the same data_root and runs root as before. A run
+that finished travels only as an archived run: --save-carry names (exit 1) every finished run that the
+checkout's experiments/results does not hold yet, and the next start on a new machine skips every run
+that it holds (--earlier), whatever --out is.
 
 Same command again continues: finished runs are skipped, interrupted ones resume from their
 checkpoints (~/ltlab-queue/runs by default), every finished run is archived into experiments/results/.
@@ -59,7 +62,11 @@ def main(argv=None) -> int:
         jobs = grid_runner.jobs_from_spec(a.experiments, root, a.sets)
         if a.save_carry:
             print("carried:", ", ".join(grid_runner.save_carry(jobs, a.carry)) or "nothing")
-            return 0
+            unlanded = grid_runner.unlanded(jobs, earlier)
+            for j in unlanded:   # the carry holds unfinished runs only: a finished one lives in an archive
+                print(f"results_queue: {j.name} finished but is not in {', '.join(map(str, earlier))}: "
+                      f"archive it there and commit it, or it is lost with this machine", file=sys.stderr)
+            return 1 if unlanded else 0
         if a.status:
             running, known = grid_runner.running_run_dirs(), archive.archived_sources(a.out)
             for j in jobs:

@@ -230,6 +230,12 @@ def test_carry_moves_unfinished_runs_to_a_new_machine(grid):
     assert grid_runner.restore_carry(fresh, tmp / "carry") == []                 # never over existing state
     (long.run_dir / "summary.json").write_text("{}")                             # it finished: carry emptied
     assert grid_runner.save_carry(jobs, tmp / "carry") == [] and not (tmp / "carry" / "long_seed-0").exists()
+    committed = tmp / "committed"
+    assert [j.name for j in grid_runner.unlanded(jobs, [committed])] == ["ce_seed-0", "long_seed-0"]
+    landed = committed / "demo_if100" / "ce" / "seed0"
+    landed.mkdir(parents=True)
+    (landed / "summary.json").write_text("{}")
+    assert [j.name for j in grid_runner.unlanded(jobs, [committed])] == ["long_seed-0"]
 
 
 def test_a_run_archived_on_an_earlier_machine_is_done_not_retrained(grid):

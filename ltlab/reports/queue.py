@@ -206,6 +206,13 @@ def save_carry(jobs: list[Job], dest) -> list[str]:
     return saved
 
 
+def unlanded(jobs: list[Job], committed) -> list[Job]:
+    """Finished jobs that none of the committed archives holds: the carry does not take them (a
+    finished run travels as an archived run), so they are lost with the machine unless landed."""
+    return [j for j in jobs if is_finished(j.run_dir)
+            and all(archived_copy(j, root) is None for root in committed)]
+
+
 def restore_carry(jobs: list[Job], src) -> list[str]:
     """Put carried resume state back where a job's run directory has none (never over a newer one)."""
     restored = []
