@@ -77,8 +77,10 @@ def test_focal_gamma_zero_is_ce():
     z, y = _batch()
     assert FocalLoss(0.0)({"logits": z}, y).item() == pytest.approx(F.cross_entropy(z, y).item(), rel=1e-6)
     w = cb_weights(COUNTS, 0.99)
-    assert FocalLoss(0.0, weight=w)({"logits": z}, y).item() == pytest.approx(
-        WeightedCE(w)({"logits": z}, y).item(), rel=1e-6)
+    # weighted: the batch mean of w_y CE (Cui et al.'s and LDAM-DRW's focal reduction), not WeightedCE's
+    want = (w[y] * F.cross_entropy(z, y, reduction="none")).mean().item()
+    assert FocalLoss(0.0, weight=w)({"logits": z}, y).item() == pytest.approx(want, rel=1e-6)
+    assert want != pytest.approx(WeightedCE(w)({"logits": z}, y).item(), rel=1e-3)
 
 
 def test_focal_hand_case():
@@ -89,7 +91,7 @@ def test_focal_hand_case():
     l1 = (1 - 0.75) ** 2 * -math.log(0.75)
     assert FocalLoss(2.0)({"logits": z}, y).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
     w = torch.tensor([3.0, 1.0])
-    assert FocalLoss(2.0, weight=w)({"logits": z}, y).item() == pytest.approx((3 * l0 + l1) / 4, rel=1e-6)
+    assert FocalLoss(2.0, weight=w)({"logits": z}, y).item() == pytest.approx((3 * l0 + l1) / 2, rel=1e-6)
 
 
 def test_focal_gradient_finite_when_confident():

@@ -58,9 +58,10 @@ class ClassBalanced(_LDAMLineage):
     cb_loss = 'softmax' (default): weighted softmax CE. cb_loss = 'focal': the weighted softmax
     focal loss with focal_gamma. Choice: Cui et al.'s focal variant is sigmoid-based (one-vs-all
     over classes); we use the softmax form, as the LDAM-DRW code does for its CB/focal baselines,
-    so that every method here shares one softmax head and inference rule. Batch reduction:
-    sum w_y l / sum w_y (torch's weighted mean, LDAM-DRW's code) rather than Cui et al.'s
-    division by the batch size.
+    so that every method here shares one softmax head and inference rule. Batch reduction, as in
+    the LDAM-DRW code: softmax, sum w_y l / sum w_y (torch's weighted CE); focal, sum w_y l / batch
+    size (its FocalLoss's mean, also Cui et al.'s division). The published 74.6 on CIFAR-10-LT IF 100
+    (Cui et al. Table 2, LDAM-DRW's "CB Focal") is the focal variant, beta 0.9999, gamma 1.
     """
 
     name = "cb"

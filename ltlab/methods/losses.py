@@ -65,8 +65,8 @@ def cb_weights(counts, beta: float) -> torch.Tensor:
 
 def _weighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     # sum_i w_{y_i} l_i / sum_i w_{y_i}: the reduction of F.cross_entropy(weight=...), which the
-    # LDAM-DRW code (our CIFAR lineage) uses for re-weighting and DRW. Cui et al.'s TF code divides
-    # by the batch size instead; the two differ by a per-batch scale only.
+    # LDAM-DRW code (our CIFAR lineage) uses for re-weighted CE and DRW. Cui et al.'s code divides
+    # by the batch size instead, and so does LDAM-DRW's focal loss (FocalLoss below follows it).
     if weight is None:
         return per_sample.mean()
     w = weight[y]
@@ -89,9 +89,15 @@ class FocalLoss(nn.Module):
     """Softmax focal loss (1 - p_y)^gamma * (-log p_y), optionally class-weighted.
 
     Lin et al., Focal Loss for Dense Object Detection, ICCV 2017, in the multi-class softmax form the
-    LDAM-DRW code uses for its CIFAR-LT focal baseline (gamma = 1 there). gamma = 0 is the plain
-    (weighted) cross-entropy exactly. Unlike the LDAM-DRW code, p_y is the true softmax
-    probability even when class weights are given (that code takes exp(-w_y CE), which is not).
+    LDAM-DRW code uses for its CIFAR-LT focal baseline (gamma = 1 there). Unlike the LDAM-DRW code,
+    p_y is the true softmax probability even when class weights are given (that code takes
+    exp(-w_y CE), which is not).
+
+    With class weights (CB focal) the batch's sum of w_y l_i is divided by the batch size, as in
+    Cui et al.'s code and the LDAM-DRW code's FocalLoss (`.mean()` over the weighted terms), not by
+    sum w_y as weighted CE does: with CB weights (beta 0.9999) on CIFAR-10-LT IF 100 the average
+    w_y is about 0.17, so the weighted mean would train with about 6 times the gradient of the
+    published CB focal runs. gamma = 0 is then (w_y CE).mean(), the unweighted CE when w = 1.
     """
 
     def __init__(self, gamma: float = 1.0, weight=None):
@@ -105,7 +111,7 @@ class FocalLoss(nn.Module):
         logp = F.log_softmax(out["logits"].float(), dim=1).gather(1, y[:, None]).squeeze(1)
         # the clamp keeps the gradient finite at p_y = 1 for gamma < 1 ((1-p)^(gamma-1) -> inf)
         loss = -logp if self.gamma == 0 else (1.0 - logp.exp()).clamp_min(1e-30).pow(self.gamma) * -logp
-        return _weighted_mean(loss, y, self.weight)
+        return loss.mean() if self.weight is None else (self.weight[y] * loss).mean()
 
 
 def ldam_margins(counts, max_m: float = 0.5) -> torch.Tensor:
