@@ -12,7 +12,8 @@ PUBLISHED = {
     "ce": {"cifar10_lt_if100": (70.4, "CE row of the LDAM-DRW lineage tables, recalled, not in methods.md"),
            "cifar100_lt_if100": (38.3, "CE baseline of the LDAM-DRW paper, recalled, not re-checked")},
     "focal": {"cifar10_lt_if100": (70.4, LDAM_FIG), "cifar100_lt_if100": (38.4, LDAM_FIG)},
-    "cb": {"cifar10_lt_if100": (74.6, LDAM_FIG), "cifar100_lt_if100": (39.6, LDAM_FIG)},
+    # the "CB Focal" row (Cui et al. 2019, Table 2: focal loss, beta 0.9999), so the queue runs cb_loss=focal
+    "cb": {"cifar10_lt_if100": (74.6, LDAM_FIG + ", CB focal"), "cifar100_lt_if100": (39.6, LDAM_FIG + ", CB focal")},
     "ldam_drw": {"cifar10_lt_if100": (77.0, LDAM_FIG), "cifar100_lt_if100": (42.0, LDAM_FIG)},
     "crt": {"cifar10_lt_if100": (79.1, "MiSLAS paper, cRT + mixup, recalled, not re-checked (methods.md §3)"),
             "cifar100_lt_if100": (45.1, "MiSLAS paper, cRT + mixup, recalled, not re-checked (methods.md §3)")},
