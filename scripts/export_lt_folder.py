@@ -1,48 +1,67 @@
-"""Copy the long-tailed training subset of an image-folder CIFAR (and its test split) into a
-new image folder, byte for byte, so a machine without the full archive can train on exactly
-the protocol's images with `dataset: folder`.
+"""Copy a CIFAR image folder's protocol splits (the long-tailed training subset, the balanced val
+split and the test split) into a new image folder, byte for byte, so that a machine without the
+full archive (a lent GPU takes 64 MiB of files; the CIFAR-10 zip alone is 60 MiB) trains on
+exactly the protocol's images with `dataset: folder`.
 
-    python scripts/export_lt_folder.py SRC_ROOT DST_ROOT --num-classes 10 --imb-factor 100
+    python scripts/export_lt_folder.py SRC_ROOT DST_ROOT [--imb-factor 100] [--lt-seed 0] [--val-per-class 20]
 
-The subset is ltlab's LDAM-DRW protocol (lt_counts + lt_subset with --lt-seed), the same
-selection `dataset: cifar10_lt` makes from SRC_ROOT.
+The splits are the ones `dataset: cifar10_lt` (or cifar100_lt) draws from SRC_ROOT with the same
+keys, taken from ltlab.data.build_data itself: train = its train_indices (CIFAR-10 IF 100: 12,386
+images, 4,980 ... 50 a class), val/ = its val_indices (20 a class from the images the subset
+leaves out), test/ = the whole test split. `dataset: folder` reads val/ as the run's val split.
+One difference remains: a folder run normalises by its training set's own channel statistics,
+not CIFAR's published ones.
 """
 import argparse
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from ltlab.data.counts import lt_counts, lt_subset
+from ltlab.config import RunConfig
+from ltlab.data import build_data
 from ltlab.data.folder import scan_image_folder
+from ltlab.data.sources import CIFAR10_CLASSES
+
+
+def export(src: Path, dst: Path, dataset: str = "cifar10_lt", imb_factor: float = 100.0, lt_seed: int = 0,
+           val_per_class: int = 20) -> dict:
+    """Write dst/{train,val,test}/<class>/ and return {split: images written}."""
+    cfg = RunConfig(dataset=dataset, data_root=str(src), imb_factor=imb_factor, lt_seed=lt_seed,
+                    val_per_class=val_per_class)
+    data = build_data(cfg, "cpu")
+    scan = scan_image_folder(src)
+    # the order load_image_folder numbers the training images in: classes (CIFAR-10's own order),
+    # then each class's files in sorted name order
+    names = list(CIFAR10_CLASSES) if dataset == "cifar10_lt" else sorted(scan["train"])
+    paths = [(c, p) for c in names for p in scan["train"][c]]
+    written = {}
+    for split, idx in (("train", data.train_indices), ("val", data.val_indices)):
+        for i in idx.tolist():
+            c, p = paths[i]
+            out = dst / split / c / Path(p).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, out)
+        written[split] = len(idx)
+    written["test"] = 0
+    for c in names:
+        for p in scan["test"][c]:
+            out = dst / "test" / c / Path(p).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, out)
+            written["test"] += 1
+    return written
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src")
     ap.add_argument("dst")
+    ap.add_argument("--dataset", default="cifar10_lt", choices=["cifar10_lt", "cifar100_lt"])
     ap.add_argument("--imb-factor", type=float, default=100.0)
     ap.add_argument("--lt-seed", type=int, default=0)
-    args = ap.parse_args()
-    src, dst = Path(args.src), Path(args.dst)
-    scan = scan_image_folder(src)
-    classes = list(scan["train"])
-    paths = [p for c in classes for p in scan["train"][c]]
-    labels = np.array([i for i, c in enumerate(classes) for _ in scan["train"][c]])
-    img_max = len(labels) // len(classes)
-    counts = lt_counts(img_max, len(classes), args.imb_factor)
-    keep = lt_subset(labels, counts, seed=args.lt_seed)
-    for i in keep:
-        out = dst / "train" / classes[labels[i]] / Path(paths[i]).name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(paths[i], out)
-    for c in classes:
-        for p in scan["test"][c]:
-            out = dst / "test" / c / Path(p).name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, out)
-    print(f"{len(keep)} training images ({counts[0]} ... {counts[-1]} a class) and "
-          f"{sum(len(v) for v in scan['test'].values())} test images -> {dst}")
+    ap.add_argument("--val-per-class", type=int, default=20)
+    a = ap.parse_args()
+    n = export(Path(a.src), Path(a.dst), a.dataset, a.imb_factor, a.lt_seed, a.val_per_class)
+    print(f"{n['train']} training, {n['val']} val and {n['test']} test images -> {a.dst}")
 
 
 if __name__ == "__main__":

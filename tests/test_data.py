@@ -512,6 +512,27 @@ def test_real_cifar10_folder(cifar10_folder):
     assert bv.train_counts.tolist()[-1] == 40 and bv.val_x.shape[0] == 100
 
 
+@pytest.mark.slow
+def test_exported_folder_holds_the_protocol_splits(cifar10_folder, tmp_path):
+    """scripts/export_lt_folder.py: `dataset: folder` on the export sees exactly the images
+    `dataset: cifar10_lt` trains, validates and tests on (what a lent GPU gets instead of the zip)."""
+    import hashlib
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("export_lt_folder", REPO / "scripts" / "export_lt_folder.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    assert ex.export(cifar10_folder, tmp_path / "lt") == {"train": 12386, "val": 200, "test": 10000}
+    lt = build_data(RunConfig(dataset="cifar10_lt", data_root=str(cifar10_folder)), "cpu")
+    fo = build_data(RunConfig(dataset="folder", data_root=str(tmp_path / "lt")), "cpu")
+    assert fo.class_names == list(CIFAR10_CLASSES) and fo.train_counts.tolist() == lt.train_counts.tolist()
+
+    def images(x, y):   # (label, pixel digest) of every image, as a sorted list: order-free equality
+        return sorted((int(c), hashlib.sha1(im.numpy().tobytes()).hexdigest()) for im, c in zip(x, y))
+    for split in ("train", "val", "test"):
+        ours, exported = ((getattr(d, f"{split}_x"), getattr(d, f"{split}_y")) for d in (lt, fo))
+        assert images(*ours) == images(*exported), split
+
+
 def test_pickled_cifar_layout_loads(tmp_path, monkeypatch):
     """A small cifar-10-batches-py in torchvision's format (pickled dicts of (N, 3072) rows, CHW
     order, 'labels' lists, batches.meta), with torchvision's md5 table pointed at these files."""
