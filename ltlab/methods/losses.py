@@ -66,7 +66,7 @@ def cb_weights(counts, beta: float) -> torch.Tensor:
 def _weighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     # sum_i w_{y_i} l_i / sum_i w_{y_i}: the reduction of F.cross_entropy(weight=...), which the
     # LDAM-DRW code (our CIFAR lineage) uses for re-weighted CE and DRW. Cui et al.'s code divides
-    # by the batch size instead, and so does LDAM-DRW's focal loss (FocalLoss below follows it).
+    # by the batch size instead, and so does LDAM-DRW's focal loss (FocalLoss below divides so too).
     if weight is None:
         return per_sample.mean()
     w = weight[y]
