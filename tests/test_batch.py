@@ -111,9 +111,12 @@ def test_methods_experiment_names_every_method():
     spec = load_experiments(REPO / "experiments" / "cifar10_lt_methods.yaml")
     methods = {p["method"] for _, p in grid_points(spec)}
     assert methods == set(METHODS)
+    check = __import__("ltlab.reports.batch", fromlist=["check_parameters"]).check_parameters
     for name, params in grid_points(spec):
-        check = __import__("ltlab.reports.batch", fromlist=["check_parameters"]).check_parameters
         check(REPO / spec["notebook"], params, name)
+    queue = load_experiments(REPO / "experiments" / "cifar10_lt_queue.yaml")   # a batch file too
+    for name, params in grid_points(queue):
+        check(REPO / queue["notebook"], params, name)
 
 
 def test_ctrl_c_leaves_a_state_the_next_invocation_completes(tmp_path, monkeypatch):
