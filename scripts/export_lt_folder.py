@@ -19,7 +19,6 @@ from pathlib import Path
 from ltlab.config import RunConfig
 from ltlab.data import build_data
 from ltlab.data.folder import scan_image_folder
-from ltlab.data.sources import CIFAR10_CLASSES
 
 
 def export(src: Path, dst: Path, dataset: str = "cifar10_lt", imb_factor: float = 100.0, lt_seed: int = 0,
@@ -29,25 +28,24 @@ def export(src: Path, dst: Path, dataset: str = "cifar10_lt", imb_factor: float 
                     val_per_class=val_per_class)
     data = build_data(cfg, "cpu")
     scan = scan_image_folder(src)
-    # the order load_image_folder numbers the training images in: classes (CIFAR-10's own order),
-    # then each class's files in sorted name order
-    names = list(CIFAR10_CLASSES) if dataset == "cifar10_lt" else sorted(scan["train"])
+    names = data.class_names          # the label order build_data numbered the images in
+
+    def copy(split, cname, path):
+        out = dst / split / cname / Path(path).name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+
+    # build_data's indices count the training files class by class, each class in scan order
     paths = [(c, p) for c in names for p in scan["train"][c]]
     written = {}
     for split, idx in (("train", data.train_indices), ("val", data.val_indices)):
         for i in idx.tolist():
-            c, p = paths[i]
-            out = dst / split / c / Path(p).name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, out)
+            copy(split, *paths[i])
         written[split] = len(idx)
-    written["test"] = 0
-    for c in names:
-        for p in scan["test"][c]:
-            out = dst / "test" / c / Path(p).name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, out)
-            written["test"] += 1
+    tests = [(c, p) for c in names for p in scan["test"][c]]
+    for c, p in tests:
+        copy("test", c, p)
+    written["test"] = len(tests)
     return written
 
 
