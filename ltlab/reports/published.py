@@ -2,8 +2,9 @@
 
 Taken from ../shared/reference/methods.md (the project's reference, with its provenance tags)
 and the README's former methods table; balanced_softmax, logit_adjust and la_posthoc, which the
-reference lacks, from the papers' tables as recalled (each source says so). Published numbers use the original pickled CIFAR and,
-for TDE and MiSLAS, a checkpoint picked on the test set; ltlab's never do.
+reference lacks, from the papers' tables as recalled (each source says so). Published numbers use
+the original pickled CIFAR and, for TDE and MiSLAS, a checkpoint picked on the test set; ltlab's
+never do.
 """
 from __future__ import annotations
 
