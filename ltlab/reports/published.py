@@ -33,9 +33,8 @@ PUBLISHED = {
     "enmos": {"cifar10_lt_if100": (88.31, "EnMos_debias README; unverifiable, no CIFAR pipeline in the repo "
                                           "(methods.md §5)"),
               "cifar100_lt_if100": (56.3, "EnMos_debias README; unverifiable (methods.md §5)")},
-    # Neither paper trains on the LDAM-DRW schedule, so these sit above what 200 epochs give:
-    # BALMS's code runs ~520 epochs with AutoAugment + Cutout and keeps its best test epoch;
-    # Menon et al.'s runs 1,241 epochs (their ERM: 72.8, against the lineage's 70.4).
+    # neither paper trains on the LDAM-DRW schedule (the sources say how), so these sit above
+    # what its 200 epochs give; Menon et al.'s ERM is 72.8 against the lineage's 70.4
     "balanced_softmax": {"cifar10_lt_if100": (83.1, "Ren et al. 2020 (BALMS) Table 2, recalled and matched by a "
                                                     "third-party leaderboard, not re-checked: ~520 epochs, "
                                                     "AutoAugment + Cutout, best-on-test")},
