@@ -291,3 +291,32 @@ def test_status_piped_into_head_ends_without_a_traceback(grid):
     err = script.stderr.read().decode()
     assert script.wait(timeout=120) == 141
     assert b"queued" in first and "Traceback" not in err and err == ""
+
+
+def test_carry_takes_a_finished_stage_one_whole_until_its_stage_two_finishes(tmp_path):
+    """mislas trains its own stage one first and archives it only with stage two; a machine lost
+    between the two once lost the finished stage one, which was neither carried nor unlanded."""
+    spec = {"name": "g", "notebook": "notebooks/01_train.ipynb", "parameters": {"dataset": "demo", "epochs": 3},
+            "grid": {"seed": [0]}, "runs": [{"name": "mislas", "parameters": {"method": "mislas"}}]}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(spec))
+    job, = grid_runner.jobs_from_spec(tmp_path / "g.yaml", tmp_path / "runs")
+    stage1, stage2 = grid_runner.run_dirs(job)
+    _partial(stage1, 3)
+    (stage1 / "predictions").mkdir()
+    (stage1 / "predictions" / "test.npz").write_bytes(b"p")
+    (stage1 / "summary.json").write_text("{}")
+    (stage1 / "events.out.tfevents.1.host").write_bytes(b"e")
+    assert grid_runner.save_carry([job], tmp_path / "carry") == [stage1.name]
+    assert sorted(str(p.relative_to(tmp_path / "carry" / stage1.name))
+                  for p in (tmp_path / "carry" / stage1.name).rglob("*")) == [
+        "checkpoint.pt", "config.yaml", "metrics.csv", "predictions", "predictions/test.npz", "summary.json"]
+    _partial(stage2, 1)
+    assert grid_runner.save_carry([job], tmp_path / "carry") == [stage1.name, stage2.name]
+    fresh, = grid_runner.jobs_from_spec(tmp_path / "g.yaml", tmp_path / "new_machine")
+    assert grid_runner.restore_carry([fresh], tmp_path / "carry") == [stage1.name, stage2.name]
+    new1, new2 = grid_runner.run_dirs(fresh)
+    assert grid_runner.is_finished(new1) and (new1 / "predictions" / "test.npz").read_bytes() == b"p"
+    assert grid_runner.epochs_done(new2) == 1 and not grid_runner.is_finished(new2)
+    (stage2 / "summary.json").write_text("{}")                   # stage two finished: both travel archived
+    assert grid_runner.save_carry([job], tmp_path / "carry") == []
+    assert not any((tmp_path / "carry").iterdir())

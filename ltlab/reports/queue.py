@@ -188,17 +188,24 @@ def save_carry(jobs: list[Job], dest) -> list[str]:
     """Copy each unfinished, started run directory's resume state (checkpoint, metrics, config,
     provenance: about 4 MB for ResNet-32) into dest/<job>/, so that a session on a new machine resumes
     it (``restore_carry``) instead of starting over. The committed copy is the only one that survives
-    a change of machine; finished runs travel as archived runs instead."""
+    a change of machine; finished runs travel as archived runs instead, except a finished stage one
+    whose job has not finished (mislas): it is archived only with its stage two, so it travels whole."""
     saved = []
     for job in jobs:
         for d in run_dirs(job):
-            if is_finished(d) or not (d / "checkpoint.pt").is_file():
+            stage_one = d != job.run_dir and is_finished(d) and not is_finished(job.run_dir)
+            if not stage_one and (is_finished(d) or not (d / "checkpoint.pt").is_file()):
                 continue
             out = Path(dest) / d.name
-            out.mkdir(parents=True, exist_ok=True)
-            for name in CARRY_FILES:
-                if (d / name).is_file():
-                    shutil.copy2(d / name, out / name)
+            if out.is_dir():
+                shutil.rmtree(out)
+            if stage_one:   # TensorBoard events are the one bulky file nothing downstream reads
+                shutil.copytree(d, out, ignore=shutil.ignore_patterns("events.out.tfevents*"))
+            else:
+                out.mkdir(parents=True)
+                for name in CARRY_FILES:
+                    if (d / name).is_file():
+                        shutil.copy2(d / name, out / name)
             saved.append(d.name)
     for stale in Path(dest).glob("*") if Path(dest).is_dir() else []:
         if stale.is_dir() and stale.name not in saved:   # its run finished or is gone: nothing to resume
@@ -214,17 +221,15 @@ def unlanded(jobs: list[Job], committed) -> list[Job]:
 
 
 def restore_carry(jobs: list[Job], src) -> list[str]:
-    """Put carried resume state back where a job's run directory has none (never over a newer one)."""
+    """Put carried resume state (or a carried finished stage one) back where a job's run directory
+    has none (never over a newer one)."""
     restored = []
     for job in jobs:
         for d in run_dirs(job):
             carried = Path(src) / d.name
             if not (carried / "checkpoint.pt").is_file() or (d / "checkpoint.pt").exists() or is_finished(d):
                 continue
-            d.mkdir(parents=True, exist_ok=True)
-            for name in CARRY_FILES:
-                if (carried / name).is_file():
-                    shutil.copy2(carried / name, d / name)
+            shutil.copytree(carried, d, dirs_exist_ok=True)
             restored.append(d.name)
     return restored
 
