@@ -23,11 +23,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from side_by_side_common import Once
+from side_by_side_common import two_sgd_steps
 
 from ltlab.methods.base import METHODS
 from ltlab.methods.resolve import from_dict
-from ltlab.training import loop as L
 from ltlab.training.schedule import lr_at
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,25 +56,10 @@ for method in ("balanced_softmax", "logit_adjust"):
         z = copy.deepcopy(ours)(x)["logits"]    # a copy: a train-mode forward moves BN's running stats
         print(f"{method}: loss on the same logits, ltlab {loss_o({'logits': z}, y).item():.7f} "
               f"BALMS {BL.balanced_softmax_loss(y, z, spc, 'mean').item():.7f}")
-    opt_o = torch.optim.SGD(recipe.parameters(ours, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    L.set_lr(opt_o, lr_at(cfg, 1))
-    mean_o, _ = L.train_one_epoch(ours, Once(batches), loss_o, opt_o, recipe, epoch=1, seed=cfg.seed)
-    opt_t = torch.optim.SGD(theirs.parameters(), lr=lr_at(cfg, 1), momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay)
-    theirs.train()
-    losses_t = []
-    for xb, yb in batches:
-        loss = BL.balanced_softmax_loss(yb, theirs(xb)["logits"], spc, "mean")
-        opt_t.zero_grad()
-        loss.backward()
-        opt_t.step()
-        losses_t.append(loss.item())
-    after = theirs.state_dict()
-    worst = max(((k, (v - after[k]).abs().max().item()) for k, v in ours.state_dict().items()
-                 if v.dtype.is_floating_point), key=lambda d: d[1])
+    mean_o, mean_t, worst = two_sgd_steps(
+        ours, theirs, lambda z, y: BL.balanced_softmax_loss(y, z, spc, "mean"), batches, cfg, recipe, loss_o)
     print(f"{method}: lr {lr_at(cfg, 1)}, wd {cfg.weight_decay}, batch {cfg.batch_size}, {cfg.epochs} epochs; "
-          f"mean loss of the two steps ltlab {mean_o:.7f} BALMS {float(np.mean(losses_t)):.7f}; "
+          f"mean loss of the two steps ltlab {mean_o:.7f} BALMS {mean_t:.7f}; "
           f"weights after two steps, max |diff| {worst}")
 print("BALMS's own CIFAR protocol (config/CIFAR10_LT/balanced_softmax_imba200.yaml): batch 512, "
       "13,000 iterations (~537 epochs of 12,406 images), lr 0.05 after 800 warmup iterations, cosine, "

@@ -21,11 +21,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from side_by_side_common import Once
+from side_by_side_common import two_sgd_steps
 
 from ltlab.methods.base import METHODS
 from ltlab.methods.resolve import from_dict
-from ltlab.training import loop as L
 from ltlab.training.schedule import lr_at
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,21 +60,7 @@ for name, overrides, their_weight in (("focal", {"method": "focal"}, None),
         z = copy.deepcopy(ours)(x)["logits"]    # a copy: a train-mode forward moves BN's running stats
         print(f"{name}: loss on the same logits, ltlab {loss_o({'logits': z}, y).item():.7f} "
               f"LDAM-DRW {crit(z, y).item():.7f}")
-    opt_o = torch.optim.SGD(recipe.parameters(ours, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    L.set_lr(opt_o, lr_at(cfg, 1))
-    mean_o, _ = L.train_one_epoch(ours, Once(batches), loss_o, opt_o, recipe, epoch=1, seed=cfg.seed)
-    opt_t = torch.optim.SGD(theirs.parameters(), lr=lr_at(cfg, 1), momentum=0.9, weight_decay=2e-4)
-    theirs.train()
-    losses_t = []
-    for xb, yb in batches:
-        loss = crit(theirs(xb)["logits"], yb)
-        opt_t.zero_grad()
-        loss.backward()
-        opt_t.step()
-        losses_t.append(loss.item())
-    after = theirs.state_dict()
-    worst = max(((k, (v - after[k]).abs().max().item()) for k, v in ours.state_dict().items()
-                 if v.dtype.is_floating_point), key=lambda d: d[1])
+    mean_o, mean_t, worst = two_sgd_steps(ours, theirs, crit, batches, cfg, recipe, loss_o,
+                                          momentum=0.9, weight_decay=2e-4)   # cifar_train.py's SGD
     print(f"{name}: lr {lr_at(cfg, 1)}, wd {cfg.weight_decay}, momentum {cfg.momentum}; mean loss of the two steps "
-          f"ltlab {mean_o:.7f} LDAM-DRW {float(np.mean(losses_t)):.7f}; weights after two steps, max |diff| {worst}")
+          f"ltlab {mean_o:.7f} LDAM-DRW {mean_t:.7f}; weights after two steps, max |diff| {worst}")

@@ -34,7 +34,7 @@ PUBLISHED = {
                                           "(methods.md §5)"),
               "cifar100_lt_if100": (56.3, "EnMos_debias README; unverifiable (methods.md §5)")},
     # neither paper trains on the LDAM-DRW schedule (the sources say how), so these sit above
-    # what its 200 epochs give; Menon et al.'s ERM is 72.8 against the lineage's 70.4
+    # what its 200 epochs give
     "balanced_softmax": {"cifar10_lt_if100": (83.1, "Ren et al. 2020 (BALMS) Table 2, recalled, not re-checked: "
                                                     "~537 epochs, AutoAugment + Cutout, best-on-test; the "
                                                     "authors' code README (IF 200 only): softmax 74.0, this 79.8")},
