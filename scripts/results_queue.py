@@ -73,11 +73,14 @@ def main(argv=None) -> int:
                 print(grid_runner.format_status(grid_runner.job_status(j, running, known, out_root=a.out,
                                                                        earlier=earlier)))
             return 0
-        if a.dry_run:
+        if a.dry_run:   # the plan: a run archived in --out or --earlier is skipped, so it costs nothing
             for j in jobs:
-                est = grid_runner.estimate(j, root, a.parallel, a.epoch_seconds, a.overhead)
+                st = grid_runner.job_status(j, set(), set(), out_root=a.out, earlier=earlier)
+                done = st["state"] == "done"
+                est = 0.0 if done else grid_runner.estimate(j, root, a.parallel, a.epoch_seconds, a.overhead)
                 print(f"{j.name:32s} {j.config.get('method'):18s} epochs {j.epochs:4d} done "
-                      f"{grid_runner.epochs_done(j.run_dir):4d}  ~{est / 60:6.1f} min" + (f"  after {j.needs}" if j.needs else ""))
+                      f"{st['epochs_done']:4d}  ~{est / 60:6.1f} min" + (f"  after {j.needs}" if j.needs else "")
+                      + (f"  skipped: {st['note']}" if done and "archived in" in st["note"] else ""))
             return 0
         for name in grid_runner.restore_carry(jobs, a.carry):
             print(f"restored {name} from {a.carry}: resumes from its checkpoint")

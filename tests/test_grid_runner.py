@@ -274,6 +274,13 @@ def test_a_new_machine_with_an_empty_out_does_not_retrain_the_committed_archive(
                           "--out", str(tmp / "results"), "--earlier", str(committed)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.splitlines()[0].split()[:2] == ["ce_seed-0", "done"], out
+    plan = subprocess.run([sys.executable, str(REPO / "scripts" / "results_queue.py"), "--dry-run",
+                           "--experiments", str(tmp / "g.yaml"), "--runs-root", str(tmp / "runs"),
+                           "--out", str(tmp / "results"), "--earlier", str(committed)],
+                          capture_output=True, text=True, timeout=120)
+    first, rest = plan.stdout.splitlines()[0], plan.stdout.splitlines()[1:]
+    assert plan.returncode == 0 and "~   0.0 min  skipped: archived in" in first and str(copy) in first, plan
+    assert rest and not any("skipped" in line for line in rest), plan.stdout    # the others still train
 
 
 def test_status_piped_into_head_ends_without_a_traceback(grid):
