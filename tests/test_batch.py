@@ -114,9 +114,10 @@ def test_methods_experiment_names_every_method():
     check = __import__("ltlab.reports.batch", fromlist=["check_parameters"]).check_parameters
     for name, params in grid_points(spec):
         check(REPO / spec["notebook"], params, name)
-    queue = load_experiments(REPO / "experiments" / "cifar10_lt_queue.yaml")   # a batch file too
-    for name, params in grid_points(queue):
-        check(REPO / queue["notebook"], params, name)
+    for queue_file in ("cifar10_lt_queue.yaml", "cifar10_lt_seeds.yaml"):   # batch files too
+        queue = load_experiments(REPO / "experiments" / queue_file)
+        for name, params in grid_points(queue):
+            check(REPO / queue["notebook"], params, name)
 
 
 def test_ctrl_c_leaves_a_state_the_next_invocation_completes(tmp_path, monkeypatch):
