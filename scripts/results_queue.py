@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                 est = 0.0 if done else grid_runner.estimate(j, root, a.parallel, a.epoch_seconds, a.overhead)
                 print(f"{j.name:32s} {j.config.get('method'):18s} epochs {j.epochs:4d} done "
                       f"{st['epochs_done']:4d}  ~{est / 60:6.1f} min" + (f"  after {j.needs}" if j.needs else "")
-                      + (f"  skipped: {st['note']}" if done and "archived in" in st["note"] else ""))
+                      + (f"  skipped: {st['note']}" if done else ""))
             return 0
         for name in grid_runner.restore_carry(jobs, a.carry):
             print(f"restored {name} from {a.carry}: resumes from its checkpoint")
